@@ -1,0 +1,223 @@
+"""Run configuration: models per role, policy, threshold, separator and limits.
+
+Loaded from YAML and validated by pydantic; every error names the field. The
+defaults run offline on the shipped lab models, so `Config()` is a working run.
+Swapping a model is editing one entry under `models:`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from arbitrage.protocols import SamplingParams
+
+Policy = Literal["arbitrage", "rsd", "oracle", "draft_only", "target_only", "generate"]
+POLICIES: tuple[str, ...] = ("arbitrage", "rsd", "oracle", "draft_only", "target_only", "generate")
+Role = Literal["draft", "target", "prm", "router"]
+
+LAB_PROMPT_TEMPLATE = "Question: {problem}\nAnswer:\n"
+LAB_MODEL_PREFIX = "lab:"
+
+# Thresholds each policy compares against: a router probability, a PRM reward, or a
+# reward difference (oracle: s_t - s_d). None means the policy uses no threshold.
+THRESHOLD_RANGE: dict[str, tuple[float, float] | None] = {
+    "arbitrage": (0.0, 1.0),
+    "rsd": (0.0, 1.0),
+    "oracle": (-1.0, 1.0),
+    "draft_only": None,
+    "target_only": None,
+    "generate": None,
+}
+DEFAULT_THRESHOLD: dict[str, float] = {"arbitrage": 0.5, "rsd": 0.7, "oracle": 0.0}
+
+# Which models each policy calls.
+POLICY_ROLES: dict[str, tuple[str, ...]] = {
+    "arbitrage": ("draft", "target", "router"),
+    "rsd": ("draft", "target", "prm"),
+    "oracle": ("draft", "target", "prm"),
+    "draft_only": ("draft",),
+    "target_only": ("target",),
+    "generate": ("draft", "target", "prm"),
+}
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the offending field or value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+
+
+class PromptConfig(_Strict):
+    """How a model sees the problem. `raw`: the template text itself; `chat`: the
+    template as the user message, rendered with the tokenizer's chat template."""
+
+    format: Literal["raw", "chat"] = "raw"
+    template: str = LAB_PROMPT_TEMPLATE
+    system: str | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _has_problem_slot(cls, value: str) -> str:
+        if "{problem}" not in value:
+            raise ValueError("template must contain the placeholder {problem}")
+        return value
+
+    def render(self, problem: str) -> str:
+        return self.template.replace("{problem}", problem)
+
+
+class ModelConfig(_Strict):
+    """One model role. `backend: transformers` loads `path` in-process;
+    `backend: openai` talks to an OpenAI-compatible server (sglang, vLLM, or
+    `arbitrage serve`) at `base_url`."""
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    path: str = Field(..., min_length=1, description="local directory, hub id, or lab:NAME for a shipped lab model")
+    gguf_file: str | None = None
+    tokenizer: str | None = None
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    prompt: PromptConfig = PromptConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    # PRM only: checkpoint convention (see DESIGN: Skywork value head, Qwen2.5-Math-PRM, judge LM).
+    prm_style: Literal["skywork", "qwen", "judge"] = "skywork"
+    # Router only: a sequence classifier over the annotated input, or the zero-cost feature router.
+    router_kind: Literal["classifier", "features"] = "classifier"
+    # HTTP backend (sglang / vLLM / arbitrage serve).
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "ModelConfig":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("base_url is required when backend is 'openai'")
+        return self
+
+    def is_lab_model(self) -> bool:
+        return self.path.startswith(LAB_MODEL_PREFIX)
+
+
+def _lab(name: str, **extra) -> ModelConfig:
+    return ModelConfig(path=f"{LAB_MODEL_PREFIX}{name}", **extra)
+
+
+class ModelsConfig(_Strict):
+    draft: ModelConfig | None = Field(default_factory=lambda: _lab("draft"))
+    target: ModelConfig | None = Field(default_factory=lambda: _lab("target"))
+    prm: ModelConfig | None = Field(default_factory=lambda: _lab("prm", prm_style="skywork"))
+    router: ModelConfig | None = Field(default_factory=lambda: _lab("router"))
+
+    def get(self, role: str) -> ModelConfig | None:
+        return getattr(self, role)
+
+
+class Limits(_Strict):
+    max_steps: int = Field(24, ge=1, le=10_000)
+    max_step_tokens: int = Field(192, ge=1)
+    max_total_tokens: int = Field(2048, ge=1, description="cap on the committed solution's tokens")
+
+
+class Config(_Strict):
+    models: ModelsConfig = ModelsConfig()
+    policy: Policy = "arbitrage"
+    threshold: float | None = Field(None, description="escalation threshold tau; policy default when omitted")
+    separator: str = Field("\n\n", min_length=1)
+    limits: Limits = Limits()
+    audit_escalations: bool = Field(
+        False,
+        description="also PRM-score both steps of every escalation so wasted escalations can be counted "
+        "(extra PRM calls, timed under 'prm_audit')",
+    )
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> "Config":
+        check_threshold(self.policy, self.threshold)
+        return self
+
+    @property
+    def tau(self) -> float:
+        """The threshold in force (the policy default when none was given)."""
+        if self.threshold is not None:
+            return self.threshold
+        return DEFAULT_THRESHOLD.get(self.policy, 0.0)
+
+    def with_overrides(self, *, policy: str | None = None, threshold: float | None = None) -> "Config":
+        data = self.model_dump()
+        if policy is not None:
+            data["policy"] = policy
+            if threshold is None:
+                data["threshold"] = None
+        if threshold is not None:
+            data["threshold"] = threshold
+        return validate_config(data, source="command line")
+
+    def required_models(self) -> dict[str, ModelConfig]:
+        roles = POLICY_ROLES[self.policy]
+        missing = [role for role in roles if self.models.get(role) is None]
+        if missing:
+            raise ConfigError(
+                f"policy '{self.policy}' needs models.{missing[0]} but the config has none"
+            )
+        return {role: self.models.get(role) for role in roles}
+
+
+def check_threshold(policy: str, threshold: float | None) -> None:
+    if policy not in THRESHOLD_RANGE:
+        raise ConfigError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    allowed = THRESHOLD_RANGE[policy]
+    if threshold is None or allowed is None:
+        return
+    low, high = allowed
+    if not (low <= threshold <= high):
+        raise ConfigError(f"threshold {threshold} is outside [{low}, {high}] for policy '{policy}'")
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def validate_config(data: dict, *, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate a YAML config; `None` gives the offline lab default."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: malformed YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return validate_config(data, source=str(path))

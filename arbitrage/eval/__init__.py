@@ -1,0 +1,1 @@
+"""Datasets, grading, batch runs, metrics, sweeps and reports."""

@@ -1,0 +1,1 @@
+"""The speculative-reasoning loop as a LangGraph state graph."""

@@ -1,0 +1,1 @@
+"""One module per graph node: draft, router, PRM, target, commit."""

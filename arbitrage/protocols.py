@@ -1,0 +1,113 @@
+"""The three model interfaces the graph's nodes call, and the values they exchange.
+
+Backends (in-process transformers, OpenAI-compatible HTTP) implement these; nodes
+only call them. Every method is synchronous and thread-safe: concurrent runs share
+one loaded model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+StepSource = Literal["draft", "target"]
+FinishReason = Literal["separator", "eos", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings for one step; converts itself to each wire format."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def to_openai_kwargs(self) -> dict:
+        kwargs: dict = {"temperature": self.temperature, "top_p": self.top_p}
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        return kwargs
+
+
+@dataclass
+class StepOutput:
+    """One generated reasoning step.
+
+    `text` excludes the trailing separator. `finish_reason` is "separator" when the
+    step ended on the separator (more steps may follow), "eos" when the model ended
+    the solution, "length" when the per-step token cap cut it.
+    """
+
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def logprob_mean(self) -> float | None:
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else None
+
+    @property
+    def logprob_min(self) -> float | None:
+        return min(self.token_logprobs) if self.token_logprobs else None
+
+
+@dataclass(frozen=True)
+class AnnotatedStep:
+    """An accepted step and the model that wrote it (the router's annotation)."""
+
+    text: str
+    source: StepSource
+
+
+@dataclass(frozen=True)
+class RouterQuery:
+    """Everything a router may look at when deciding on the pending draft step."""
+
+    problem: str
+    previous_steps: Sequence[AnnotatedStep]
+    draft: StepOutput
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A causal LM that writes one step at a time."""
+
+    def step(
+        self,
+        problem: str,
+        steps: Sequence[str],
+        *,
+        max_tokens: int,
+        sampling: SamplingParams | None = None,
+        session: str | None = None,
+    ) -> StepOutput:
+        """Continue `prompt(problem) + steps` until the separator, EOS or `max_tokens`.
+
+        `session` names the problem being solved so a backend may keep that
+        problem's KV cache between calls; `end_session` releases it.
+        """
+        ...
+
+    def end_session(self, session: str) -> None: ...
+
+
+@runtime_checkable
+class PRM(Protocol):
+    """A process reward model: one reward in [0, 1] per step."""
+
+    def score(self, problem: str, steps: Sequence[str]) -> list[float]: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Probability that the target would write a better step than the draft did.
+
+    The threshold is applied outside, so a router is comparable across thresholds.
+    """
+
+    def score(self, query: RouterQuery) -> float: ...

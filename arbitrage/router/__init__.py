@@ -1,0 +1,1 @@
+"""Router input formatting, dataset building, training and evaluation."""

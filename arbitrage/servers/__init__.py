@@ -1,0 +1,1 @@
+"""Model backends behind the Generator / PRM / Router protocols, and server management."""
