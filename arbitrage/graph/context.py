@@ -1,0 +1,35 @@
+"""The run's context: model handles and settings that travel beside the state.
+
+Heavy handles stay out of the state so the state remains small and serialisable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arbitrage.config import Config, Limits
+from arbitrage.protocols import SamplingParams
+from arbitrage.servers.factory import ModelSet
+
+
+@dataclass
+class SolveContext:
+    models: ModelSet
+    separator: str = "\n\n"
+    limits: Limits = Limits()
+    draft_sampling: SamplingParams = SamplingParams()
+    target_sampling: SamplingParams = SamplingParams()
+
+    @classmethod
+    def from_config(cls, config: Config, models: ModelSet) -> "SolveContext":
+        def sampling(role: str) -> SamplingParams:
+            model_cfg = config.models.get(role)
+            return model_cfg.sampling.params() if model_cfg is not None else SamplingParams()
+
+        return cls(
+            models=models,
+            separator=config.separator,
+            limits=config.limits,
+            draft_sampling=sampling("draft"),
+            target_sampling=sampling("target"),
+        )

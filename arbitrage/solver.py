@@ -1,0 +1,86 @@
+"""Solve one problem with the graph and turn the final state into a result record.
+
+`Solver` loads nothing itself: it takes a loaded `ModelSet`, so a sweep loads each
+model once and reuses it across policies and thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from arbitrage.config import Config
+from arbitrage.graph.builder import build_graph, recursion_limit
+from arbitrage.graph.context import SolveContext
+from arbitrage.graph.state import initial_state
+from arbitrage.servers.factory import ModelSet
+
+Grader = Callable[[str | None, str], bool]
+
+
+def _default_grader(predicted: str | None, gold: str) -> bool:
+    from arbitrage.eval.grading import grade
+
+    return predicted is not None and grade(predicted, gold)
+
+
+class Solver:
+    def __init__(self, config: Config, models: ModelSet, *, grader: Grader | None = None):
+        config.required_models()
+        missing = [role for role in _roles(config) if getattr(models, role) is None]
+        if missing:
+            raise ValueError(f"policy '{config.policy}' needs a loaded {missing[0]} model")
+        self.config = config
+        self.models = models
+        self.context = SolveContext.from_config(config, models)
+        self.graph = build_graph(config.policy, audit_escalations=config.audit_escalations)
+        self.grader = grader or _default_grader
+
+    def initial_state(self, problem_id: str, problem: str) -> dict:
+        return initial_state(problem_id, problem, self.config.policy, self.config.tau)
+
+    def run_config(self) -> dict:
+        return {"recursion_limit": recursion_limit(self.config.limits)}
+
+    def solve(self, problem_id: str, problem: str, gold_answer: str | None = None) -> dict:
+        """Run the graph on one problem; errors are captured in the record, not raised."""
+        start = time.perf_counter()
+        record = {
+            "id": problem_id,
+            "problem": problem,
+            "gold_answer": gold_answer,
+            "policy": self.config.policy,
+            "threshold": self.config.tau if self.config.policy not in ("draft_only", "target_only") else None,
+        }
+        try:
+            final = self.graph.invoke(self.initial_state(problem_id, problem), self.run_config(), context=self.context)
+        except Exception as error:  # one failing problem must not end the run
+            record.update(error=f"{type(error).__name__}: {error}", latency_s=time.perf_counter() - start)
+            return record
+        finally:
+            self._end_sessions(problem_id)
+        latency = time.perf_counter() - start
+        timings = dict(final.get("timings", {}))
+        timings["graph_overhead"] = max(0.0, latency - sum(timings.values()))
+        record.update(
+            error=None,
+            steps=final["steps"],
+            final_answer=final.get("final_answer"),
+            correct=None if gold_answer is None else bool(self.grader(final.get("final_answer"), gold_answer)),
+            finish_reason=final.get("finish_reason"),
+            counters=final.get("counters", {}),
+            timings_s=timings,
+            latency_s=latency,
+        )
+        if final.get("training_rows"):
+            record["training_rows"] = final["training_rows"]
+        return record
+
+    def _end_sessions(self, problem_id: str) -> None:
+        for generator in (self.models.draft, self.models.target):
+            if generator is not None:
+                generator.end_session(problem_id)
+
+
+def _roles(config: Config) -> tuple[str, ...]:
+    return tuple(config.required_models())

@@ -1,0 +1,178 @@
+"""Every policy's routing decisions and counters, on the real graph with scripted models."""
+
+from __future__ import annotations
+
+import pytest
+
+from arbitrage.config import Config, Limits
+from arbitrage.graph import routing
+from arbitrage.servers.factory import ModelSet
+from arbitrage.solver import Solver
+from fakes import ScriptedGenerator, ScriptedPRM, ScriptedRouter
+
+DRAFT = ["d0", "d1", "d2 so \\boxed{3}"]
+TARGET = ["t0", "t1", "t2 so \\boxed{4}"]
+
+
+def solve(policy: str, threshold: float | None = None, *, router=None, prm=None, limits=None, audit=False):
+    draft = ScriptedGenerator("draft", DRAFT)
+    target = ScriptedGenerator("target", TARGET)
+    config = Config(policy=policy, threshold=threshold, limits=limits or Limits(), audit_escalations=audit)
+    models = ModelSet(draft=draft, target=target, prm=prm, router=router)
+    solver = Solver(config, models, grader=lambda predicted, gold: predicted == gold)
+    record = solver.solve("p1", "How many?", "3")
+    assert record["error"] is None, record["error"]
+    return record, draft, target
+
+
+def sources(record):
+    return [(step["text"], step["source"]) for step in record["steps"]]
+
+
+def test_decision_rules_compare_against_tau_as_the_paper_defines():
+    assert routing.router_escalates(0.51, 0.5) and not routing.router_escalates(0.5, 0.5)
+    assert routing.rsd_accepts(0.7, 0.7) and not routing.rsd_accepts(0.69, 0.7)
+    assert routing.oracle_escalates(0.2, 0.5, 0.2) and not routing.oracle_escalates(0.2, 0.4, 0.2)
+
+
+def test_arbitrage_escalates_only_steps_the_router_flags_and_never_calls_target_otherwise():
+    router = ScriptedRouter({"d0": 0.1, "d1": 0.9, DRAFT[2]: 0.5})
+    record, draft, target = solve("arbitrage", 0.5, router=router)
+    assert sources(record) == [("d0", "draft"), ("t1", "target"), (DRAFT[2], "draft")]
+    assert len(target.calls) == 1 and target.calls[0] == ["d0"]  # regenerated from the same prefix
+    assert draft.calls == [[], ["d0"], ["d0", "t1"]]
+    counters = record["counters"]
+    assert counters["router_calls"] == 3
+    assert counters["target_calls"] == 1
+    assert counters["escalated_steps"] == 1 and counters["accepted_draft_steps"] == 2
+    assert counters["discarded_draft_tokens"] == 5 and counters["draft_tokens"] == 15
+    assert record["final_answer"] == "3" and record["correct"] is True
+
+
+def test_arbitrage_router_sees_previous_steps_annotated_with_their_source():
+    router = ScriptedRouter({"d1": 0.9})
+    solve("arbitrage", 0.5, router=router)
+    last = router.queries[-1]
+    assert [(s.text, s.source) for s in last.previous_steps] == [("d0", "draft"), ("t1", "target")]
+    assert last.draft.text == DRAFT[2]
+
+
+def test_arbitrage_with_all_scores_below_tau_never_calls_the_target():
+    record, _, target = solve("arbitrage", 0.95, router=ScriptedRouter({}))
+    assert target.calls == []
+    assert record["counters"].get("target_calls", 0) == 0
+    assert all(step["source"] == "draft" for step in record["steps"])
+
+
+def test_rsd_accepts_drafts_whose_reward_clears_tau():
+    prm = ScriptedPRM({"d0": 0.9, "d1": 0.2, DRAFT[2]: 0.7})
+    record, _, target = solve("rsd", 0.7, prm=prm)
+    assert sources(record) == [("d0", "draft"), ("t1", "target"), (DRAFT[2], "draft")]
+    assert len(target.calls) == 1
+    assert record["counters"]["prm_calls"] == 3
+    assert [s["draft_score"] for s in record["steps"]] == [0.9, 0.2, 0.7]
+
+
+def test_oracle_escalates_on_reward_difference_and_always_runs_both():
+    prm = ScriptedPRM({"d0": 0.5, "t0": 0.6, "d1": 0.1, "t1": 0.9, DRAFT[2]: 0.9, TARGET[2]: 0.2})
+    record, _, target = solve("oracle", 0.2, prm=prm)
+    assert sources(record) == [("d0", "draft"), ("t1", "target"), (DRAFT[2], "draft")]
+    assert len(target.calls) == 3
+    counters = record["counters"]
+    assert counters["prm_calls"] == 6
+    assert counters["discarded_target_tokens"] == 10 and counters["discarded_draft_tokens"] == 5
+    assert counters["scored_escalations"] == 1 and counters["wasted_escalations"] == 0
+
+
+def test_generate_keeps_the_better_step_and_records_a_training_row_per_step():
+    prm = ScriptedPRM({"d0": 0.5, "t0": 0.5, "d1": 0.1, "t1": 0.9, DRAFT[2]: 0.3, TARGET[2]: 0.8})
+    record, _, _ = solve("generate", prm=prm)
+    assert sources(record) == [("d0", "draft"), ("t1", "target"), (TARGET[2], "target")]
+    rows = record["training_rows"]
+    assert [row["label"] for row in rows] == [0, 1, 1]  # a tie is not an advantage
+    assert rows[1]["delta"] == pytest.approx(0.8)
+    assert rows[2]["previous_steps"] == [{"text": "d0", "source": "draft"}, {"text": "t1", "source": "target"}]
+    assert rows[2]["router_input"] == "How many?\n\nModel 0: d0\n\nModel 1: t1\n\nModel 0: " + DRAFT[2]
+    assert record["final_answer"] == "4" and record["correct"] is False
+
+
+def test_draft_only_and_target_only_use_one_model():
+    record, _, target = solve("draft_only")
+    assert [s for _, s in sources(record)] == ["draft"] * 3 and target.calls == []
+    assert record["counters"]["draft_steps"] == 3
+    record, draft, _ = solve("target_only")
+    assert [s for _, s in sources(record)] == ["target"] * 3 and draft.calls == []
+    assert record["counters"]["target_calls"] == 3 and record["counters"]["escalated_steps"] == 3
+
+
+def test_audit_scores_escalations_and_counts_wasted_ones_apart_from_policy_cost():
+    router = ScriptedRouter({"d0": 0.9, "d1": 0.9})
+    prm = ScriptedPRM({"d0": 0.8, "t0": 0.3, "d1": 0.2, "t1": 0.9})
+    record, _, _ = solve("arbitrage", 0.5, router=router, prm=prm, audit=True)
+    counters = record["counters"]
+    assert counters["scored_escalations"] == 2 and counters["wasted_escalations"] == 1
+    assert counters["audit_prm_calls"] == 4 and counters.get("prm_calls", 0) == 0
+    assert "prm_audit" in record["timings_s"] and "prm" not in record["timings_s"]
+
+
+def test_rsd_audit_scores_only_the_target_extra():
+    record, _, _ = solve("rsd", 0.7, prm=ScriptedPRM({"d0": 0.1, "t0": 0.05, "d1": 0.9, DRAFT[2]: 0.9}), audit=True)
+    counters = record["counters"]
+    assert counters["prm_calls"] == 3 and counters["audit_prm_calls"] == 1
+    assert counters["wasted_escalations"] == 1
+
+
+def test_solution_longer_than_langgraph_default_recursion_limit_finishes():
+    steps = [f"step {i}" for i in range(40)] + ["\\boxed{1}"]
+    draft = ScriptedGenerator("draft", steps)
+    config = Config(policy="draft_only", limits=Limits(max_steps=60))
+    record = Solver(config, ModelSet(draft=draft)).solve("long", "Count.", None)
+    assert record["error"] is None
+    assert len(record["steps"]) == 41 and record["finish_reason"] == "eos"
+
+
+def test_max_steps_and_token_budget_end_a_solution_that_never_finishes():
+    draft = ScriptedGenerator("draft", ["again"] * 2 + ["never ends"])
+    draft.steps = ["again"] * 100
+    record = Solver(Config(policy="draft_only", limits=Limits(max_steps=7)), ModelSet(draft=draft)).solve("p", "q", None)
+    assert len(record["steps"]) == 7 and record["finish_reason"] == "max_steps"
+    record = Solver(
+        Config(policy="draft_only", limits=Limits(max_total_tokens=12)), ModelSet(draft=draft)
+    ).solve("p", "q", None)
+    assert record["finish_reason"] == "max_total_tokens"
+    assert record["counters"]["committed_tokens"] == 12  # the last step was capped to the budget left
+
+
+def test_boxed_answer_ends_the_solution_even_before_eos():
+    draft = ScriptedGenerator("draft", ["so \\boxed{\\frac{1}{2}}", "more", "more"])
+    record = Solver(Config(policy="draft_only"), ModelSet(draft=draft)).solve("p", "q", None)
+    assert len(record["steps"]) == 1 and record["finish_reason"] == "answer"
+    assert record["final_answer"] == "\\frac{1}{2}"
+
+
+def test_sessions_are_released_after_each_problem():
+    router = ScriptedRouter({})
+    record, draft, target = solve("arbitrage", 0.5, router=router)
+    assert draft.ended == ["p1"] and target.ended == ["p1"]
+
+
+def test_model_errors_are_captured_in_the_record():
+    class Broken(ScriptedGenerator):
+        def step(self, *args, **kwargs):
+            raise ConnectionError("target server is gone")
+
+    solver = Solver(Config(policy="target_only"), ModelSet(target=Broken("t", ["x"])))
+    record = solver.solve("p", "q", "1")
+    assert record["error"] == "ConnectionError: target server is gone"
+    assert "steps" not in record
+
+
+def test_empty_problem_is_rejected_with_a_clear_error():
+    solver = Solver(Config(policy="draft_only"), ModelSet(draft=ScriptedGenerator("d", ["x"])))
+    record = solver.solve("p", "   ", None)
+    assert "non-empty string" in record["error"]
+
+
+def test_solver_refuses_a_policy_whose_models_are_not_loaded():
+    with pytest.raises(ValueError, match="needs a loaded target model"):
+        Solver(Config(policy="arbitrage"), ModelSet(draft=ScriptedGenerator("d", ["x"]), target=None))
