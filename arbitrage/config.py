@@ -82,6 +82,18 @@ class PromptConfig(_Strict):
         return self.template.replace("{problem}", problem)
 
 
+class LaunchConfig(_Strict):
+    """How `arbitrage servers launch` starts this role's sglang server (see servers/sglang_launch.py)."""
+
+    port: int = Field(..., ge=1, le=65535)
+    tp: int = Field(1, ge=1, description="tensor parallel size (--tp-size)")
+    dp: int = Field(1, ge=1, description="data parallel size (--dp-size)")
+    mem_fraction_static: float | None = Field(None, gt=0.0, lt=1.0)
+    context_length: int | None = Field(None, ge=1)
+    extra_args: list[str] = Field(default_factory=list, description="appended verbatim to the command")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
+
+
 class ModelConfig(_Strict):
     """One model role. `backend: transformers` loads `path` in-process;
     `backend: openai` talks to an OpenAI-compatible server (sglang, vLLM, or
@@ -106,6 +118,9 @@ class ModelConfig(_Strict):
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    # Which server speaks at base_url; decides the scoring wire format (servers/openai_backend.py).
+    api: Literal["sglang", "vllm", "arbitrage"] = "sglang"
+    launch: LaunchConfig | None = None
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelConfig":
