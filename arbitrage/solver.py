@@ -54,6 +54,8 @@ class Solver:
         }
         try:
             final = self.graph.invoke(self.initial_state(problem_id, problem), self.run_config(), context=self.context)
+            answer = final.get("final_answer")
+            correct = None if gold_answer is None else bool(self.grader(answer, gold_answer))
         except Exception as error:  # one failing problem must not end the run
             record.update(error=f"{type(error).__name__}: {error}", latency_s=time.perf_counter() - start)
             return record
@@ -65,8 +67,8 @@ class Solver:
         record.update(
             error=None,
             steps=final["steps"],
-            final_answer=final.get("final_answer"),
-            correct=None if gold_answer is None else bool(self.grader(final.get("final_answer"), gold_answer)),
+            final_answer=answer,
+            correct=correct,
             finish_reason=final.get("finish_reason"),
             counters=final.get("counters", {}),
             timings_s=timings,

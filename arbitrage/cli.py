@@ -1,0 +1,126 @@
+"""The `arbitrage` command line.
+
+    arbitrage run --limit 20 --output runs/lab          # lab models, lab test split
+    arbitrage run --config examples/smollm2.yaml --data ../shared/data/gsm8k_test.jsonl --limit 2
+    arbitrage graph --policy arbitrage --format png --output graph.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from arbitrage.config import POLICIES, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Step-level speculative reasoning (Arbitrage).")
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def _load(config_path: Optional[Path], policy: Optional[str], threshold: Optional[float]):
+    try:
+        return load_config(config_path).with_overrides(policy=policy, threshold=threshold)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str, fields: Optional[str], limit: Optional[int]):
+    """Problems from --problem, --data (file or dataset name), or the lab test split by default."""
+    from arbitrage.eval.datasets import Problem, load_problems, parse_field_map
+
+    if problem is not None:
+        if not problem.strip():
+            _fail("--problem is empty")
+        return [Problem(id="problem-0", problem=problem, answer=None, dataset="cli", metadata={})]
+    try:
+        loaded = load_problems(
+            data if data is not None else "test",
+            dataset=dataset if data is not None else "lab",
+            fields=parse_field_map(fields) if fields else None,
+            limit=limit,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    for line_error in loaded.errors:
+        console.print(f"[yellow]skipped[/yellow] {data}: {line_error}")
+    if not loaded.problems:
+        _fail(f"no usable problems in {data}")
+    return loaded.problems
+
+
+def print_summary(summary: dict, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    for key in (
+        "n_problems", "n_errors", "accuracy", "acceptance_rate", "target_call_rate", "draft_tokens",
+        "target_tokens", "discarded_draft_tokens", "router_calls", "prm_calls", "target_calls",
+        "wasted_escalations", "wall_s",
+    ):
+        table.add_row(key, fmt(summary.get(key)))
+    latency = summary.get("latency_s", {})
+    table.add_row("latency_s mean/p50/p95", " / ".join(fmt(latency.get(k)) for k in ("mean", "p50", "p95")))
+    for node, seconds in sorted(summary.get("time_by_node_s", {}).items()):
+        table.add_row(f"time {node} (s)", fmt(seconds))
+    Console().print(table)
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, help="YAML config (default: the shipped lab models)"),
+    problem: Optional[str] = typer.Option(None, help="solve this one problem text"),
+    data: Optional[str] = typer.Option(None, help="JSONL file or dataset name (default: lab test split)"),
+    dataset: str = typer.Option("auto", help="auto | gsm8k | math500 | jsonl | lab"),
+    fields: Optional[str] = typer.Option(None, help="field mapping for generic JSONL, e.g. problem=q,answer=a"),
+    limit: Optional[int] = typer.Option(None, min=1, help="first N problems"),
+    policy: Optional[str] = typer.Option(None, help=f"one of {', '.join(POLICIES)}"),
+    threshold: Optional[float] = typer.Option(None, help="escalation threshold tau"),
+    output: Path = typer.Option(Path("runs/latest"), help="directory for results.jsonl and summary.json"),
+    concurrency: int = typer.Option(1, min=1, help="problems in flight at once"),
+    audit: bool = typer.Option(False, help="PRM-score both steps of escalations to count wasted ones"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Solve problems with the configured policy; results are written as each problem finishes."""
+    from arbitrage.eval.run import RunDirectoryError, run_batch
+    from arbitrage.servers.factory import load_models
+
+    cfg = _load(config, policy, threshold)
+    if audit:
+        cfg = cfg.model_copy(update={"audit_escalations": True})
+    problems = load_cli_problems(problem, data, dataset, fields, limit)
+    try:
+        models = load_models(cfg)
+        summary = run_batch(cfg, problems, output, models=models, concurrency=concurrency, progress=progress)
+    except (ConfigError, RunDirectoryError, FileNotFoundError) as error:
+        _fail(str(error))
+    print_summary(summary, f"{cfg.policy} (tau={cfg.tau}) -> {output}")
+
+
+@app.command()
+def graph(
+    policy: str = typer.Option("arbitrage", help=f"one of {', '.join(POLICIES)}"),
+    format: str = typer.Option("mermaid", "--format", help="mermaid | png | svg"),
+    output: Optional[Path] = typer.Option(None, help="file to write (mermaid prints to stdout without it)"),
+    audit: bool = typer.Option(False, help="include the audit scoring of escalations"),
+) -> None:
+    """Draw a policy's routing graph, offline."""
+    from arbitrage.graph.builder import build_graph
+    from arbitrage.graph.drawing import draw
+
+    try:
+        text = draw(build_graph(policy, audit_escalations=audit), format, output, title=f"policy: {policy}")
+    except ValueError as error:
+        _fail(str(error))
+    if text is not None and output is None:
+        typer.echo(text)
+
+
+if __name__ == "__main__":
+    app()

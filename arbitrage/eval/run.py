@@ -1,0 +1,194 @@
+"""Batch runs: solve problems, append each result to DIR/results.jsonl the moment it
+finishes, resume from whatever is already there, and write DIR/summary.json.
+
+A crash or Ctrl-C loses nothing that finished; rerunning skips finished problems
+and retries the ones that ended in an error (their old line is dropped so no
+problem appears twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from arbitrage.config import Config
+from arbitrage.eval.metrics import summarize
+from arbitrage.servers.factory import ModelSet, load_models
+from arbitrage.solver import Solver
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+
+
+class ProblemLike(Protocol):
+    id: str
+    problem: str
+    answer: str | None
+
+
+class RunDirectoryError(ValueError):
+    """The output directory holds a run that this one must not be mixed with."""
+
+
+def read_results(path: Path) -> list[dict]:
+    """Records in a results file; a torn last line (crash mid-write) is ignored."""
+    records = []
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run_identity(config: Config) -> dict:
+    """What must match for two invocations to share one results file."""
+    return {"policy": config.policy, "threshold": config.tau, "models": config.models.model_dump()}
+
+
+def _check_same_run(output_dir: Path, config: Config) -> None:
+    saved = output_dir / CONFIG_FILE
+    if not saved.exists():
+        return
+    previous = json.loads(saved.read_text())
+    previous_identity = _run_identity(Config.model_validate(previous))
+    if previous_identity != _run_identity(config):
+        raise RunDirectoryError(
+            f"{output_dir} holds a run with policy={previous_identity['policy']} "
+            f"threshold={previous_identity['threshold']} and different settings; use another --output"
+        )
+
+
+class ResultsWriter:
+    """Appends one JSON line per finished problem, flushed to disk at once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = path.open("a")
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _resume(results_path: Path, wanted_ids: set[str]) -> dict[str, dict]:
+    """Keep finished records; drop errored ones that this run will retry."""
+    kept: dict[str, dict] = {}
+    for record in read_results(results_path):
+        if record.get("error") and record["id"] in wanted_ids:
+            kept.pop(record["id"], None)
+        else:
+            kept[record["id"]] = record
+    _atomic_write(results_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept.values()))
+    return kept
+
+
+def run_batch(
+    config: Config,
+    problems: Iterable[ProblemLike],
+    output_dir: str | os.PathLike,
+    *,
+    models: ModelSet | None = None,
+    concurrency: int = 1,
+    progress: bool = True,
+    solver: Solver | None = None,
+) -> dict:
+    """Solve every problem not already finished in `output_dir`; return the summary."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    problems = list(problems)
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"problem id {duplicate!r} appears more than once")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_run(output_dir, config)
+    _atomic_write(output_dir / CONFIG_FILE, json.dumps(config.model_dump(), indent=2))
+    results_path = output_dir / RESULTS_FILE
+    done = _resume(results_path, set(ids))
+    todo = [p for p in problems if p.id not in done]
+    if solver is None:
+        solver = Solver(config, models if models is not None else load_models(config))
+
+    previous_wall = _previous_wall(output_dir / SUMMARY_FILE) if done else 0.0
+    start = time.perf_counter()
+    writer = ResultsWriter(results_path)
+    try:
+        with _progress_bar(progress) as bar:
+            task = bar.add_task(f"{config.policy}", total=len(problems), completed=len(problems) - len(todo))
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                futures = [pool.submit(solver.solve, p.id, p.problem, p.answer) for p in todo]
+                try:
+                    for future in as_completed(futures):
+                        record = future.result()
+                        writer.write(record)
+                        done[record["id"]] = record
+                        bar.advance(task)
+                except KeyboardInterrupt:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        writer.close()
+        wall = previous_wall + time.perf_counter() - start
+        ordered = [done[i] for i in ids if i in done] + [r for i, r in done.items() if i not in set(ids)]
+        summary = summarize(ordered, wall_s=wall)
+        _atomic_write(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    return summary
+
+
+def _previous_wall(summary_path: Path) -> float:
+    if not summary_path.exists():
+        return 0.0
+    try:
+        return float(json.loads(summary_path.read_text()).get("wall_s") or 0.0)
+    except (ValueError, json.JSONDecodeError):
+        return 0.0
+
+
+class _NullBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def advance(self, task):
+        pass
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return _NullBar()
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )

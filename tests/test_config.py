@@ -1,0 +1,71 @@
+"""Config validation: every bad value gets one error that names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from arbitrage.config import Config, ConfigError, load_config
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_config_runs_the_lab_models_offline():
+    config = load_config(None)
+    assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router"
+    assert config.separator == "\n\n" and config.policy == "arbitrage" and config.tau == 0.5
+    assert config.models.draft.trust_remote_code is False
+
+
+def test_swapping_a_model_is_one_entry(tmp_path):
+    config = load_config(write(tmp_path, "models:\n  target:\n    path: /models/big\n    device: cuda\n"))
+    assert config.models.target.path == "/models/big" and config.models.target.device == "cuda"
+    assert config.models.draft.path == "lab:draft"
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("policy: fastest\n", "policy"),
+        ("policy: rsd\nthreshold: 1.5\n", "threshold 1.5 is outside [0.0, 1.0] for policy 'rsd'"),
+        ("policy: arbitrage\nthreshold: -0.1\n", "outside [0.0, 1.0]"),
+        ("limits:\n  max_steps: 0\n", "limits.max_steps"),
+        ("models:\n  draft:\n    backend: openai\n    path: m\n", "base_url is required"),
+        ("models:\n  draft:\n    path: m\n    prompt:\n      template: no slot\n", "models.draft.prompt.template"),
+        ("models:\n  draft:\n    path: m\n    temprature: 0.5\n", "models.draft.temprature"),
+        ("separator: ''\n", "separator"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("(", r"\(")):
+        load_config(write(tmp_path, text))
+
+
+def test_oracle_threshold_is_a_reward_difference():
+    assert Config(policy="oracle", threshold=-0.3).tau == -0.3
+    with pytest.raises(ConfigError, match=r"outside \[-1.0, 1.0\]"):
+        Config(policy="oracle").with_overrides(threshold=1.5)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_config(write(tmp_path, "models: [unclosed\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_policy_without_its_model_is_refused(tmp_path):
+    config = load_config(write(tmp_path, "policy: rsd\nmodels:\n  prm: null\n"))
+    with pytest.raises(ConfigError, match="policy 'rsd' needs models.prm"):
+        config.required_models()
+
+
+def test_overrides_reset_threshold_to_the_new_policy_default():
+    config = Config(policy="rsd", threshold=0.9).with_overrides(policy="arbitrage")
+    assert config.tau == 0.5
+    assert Config().with_overrides(policy="rsd", threshold=0.2).tau == 0.2
