@@ -34,7 +34,7 @@ def _load(config_path: Optional[Path], policy: Optional[str], threshold: Optiona
 
 def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str, fields: Optional[str], limit: Optional[int]):
     """Problems from --problem, --data (file or dataset name), or the lab test split by default."""
-    from arbitrage.eval.datasets import Problem, load_problems, parse_field_map
+    from arbitrage.eval.datasets import Problem, load_problems
 
     if problem is not None:
         if not problem.strip():
@@ -44,7 +44,7 @@ def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str,
         loaded = load_problems(
             data if data is not None else "test",
             dataset=dataset if data is not None else "lab",
-            fields=parse_field_map(fields) if fields else None,
+            fields=fields,
             limit=limit,
         )
     except (FileNotFoundError, ValueError) as error:
@@ -121,6 +121,16 @@ def graph(
     if text is not None and output is None:
         typer.echo(text)
 
+
+def _mount_subcommands() -> None:
+    from arbitrage.lab.cli import lab_app
+    from arbitrage.router.cli import router_app
+
+    app.add_typer(lab_app, name="lab", help="Train and evaluate the lab models.")
+    app.add_typer(router_app, name="router", help="Router data, training, evaluation and ablations.")
+
+
+_mount_subcommands()
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,135 @@
+"""`arbitrage router ...`: build training data, train, evaluate, ablate.
+
+    arbitrage router build-data --data test --dataset lab --limit 300 --output runs/router-data
+    arbitrage router train --data runs/router-data --init lab:prm --output runs/router
+    arbitrage router train --kind features --data runs/router-data --output runs/router-features
+    arbitrage router eval --router runs/router --data runs/router-data --split test --json
+    arbitrage router ablate --data runs/router-data --init lab:prm --output runs/ablation
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+router_app = typer.Typer(no_args_is_help=True, help="Router data, training, evaluation and ablations.")
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def _resolve(path: str) -> str:
+    from arbitrage.servers.transformers_backend.loading import resolve_path
+
+    return resolve_path(path, "router")
+
+
+@router_app.command("build-data")
+def build_data(
+    config: Optional[Path] = typer.Option(None, help="YAML config (default: lab models)"),
+    data: str = typer.Option("train", help="JSONL file, dataset name, or lab split"),
+    dataset: str = typer.Option("lab", help="auto | gsm8k | math500 | jsonl | lab"),
+    limit: Optional[int] = typer.Option(None, min=1),
+    output: Path = typer.Option(..., help="directory for generate/ and the train/validation/test rows"),
+    concurrency: int = typer.Option(1, min=1),
+) -> None:
+    """Run the generate policy (both steps, both PRM scores) and write router rows split by problem."""
+    from arbitrage.cli import load_cli_problems
+    from arbitrage.config import ConfigError, load_config
+    from arbitrage.router.build_data import build_router_data
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as error:
+        _fail(str(error))
+    problems = load_cli_problems(None, data, dataset, None, limit)
+    stats = build_router_data(cfg, problems, output, concurrency=concurrency)
+    typer.echo(json.dumps(stats, indent=2))
+
+
+@router_app.command()
+def train(
+    data: Path = typer.Option(..., help="directory with train.jsonl and validation.jsonl"),
+    output: Path = typer.Option(...),
+    kind: str = typer.Option("classifier", help="classifier (neural, from --init) | features (zero-cost)"),
+    init: str = typer.Option("lab:prm", help="PRM checkpoint to initialise the classifier from"),
+    annotate: bool = typer.Option(True, help="prefix steps with Model 0:/Model 1:"),
+    downsample: bool = typer.Option(True, help="balance classes by downsampling the majority"),
+    classes: int = typer.Option(2, help="label classes: 2, 4 or 10"),
+    epochs: int = typer.Option(4, min=1),
+    learning_rate: float = typer.Option(3e-4),
+    batch_size: int = typer.Option(32, min=1),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train a router and save it (with its options) under --output."""
+    from arbitrage.router.dataset import downsample_majority, load_split
+    from arbitrage.router.evaluate import router_metrics
+
+    try:
+        train_rows, validation_rows = load_split(data, "train"), load_split(data, "validation")
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if kind == "features":
+        from arbitrage.router.feature_router import fit_feature_router
+
+        rows = downsample_majority(train_rows, seed) if downsample else train_rows
+        router = fit_feature_router(rows, seed=seed)
+        router.save(output)
+        metrics = router_metrics([router.probability(f) for f in map(_row_features, validation_rows)], validation_rows)
+        typer.echo(json.dumps({"validation": metrics}, indent=2))
+        return
+    if kind != "classifier":
+        _fail(f"--kind must be classifier or features, got {kind!r}")
+    from arbitrage.router.train import RouterTrainingOptions, train_router
+
+    options = RouterTrainingOptions(annotate=annotate, downsample=downsample, n_classes=classes, epochs=epochs,
+                                    learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device)
+    record = train_router(train_rows, validation_rows, _resolve(init), output, options)
+    typer.echo(json.dumps(record["history"], indent=2))
+
+
+def _row_features(row: dict) -> list[float]:
+    from arbitrage.router.feature_router import row_features
+
+    return row_features(row)
+
+
+@router_app.command("eval")
+def evaluate(
+    router: str = typer.Option(..., help="trained router directory (or lab:NAME)"),
+    data: Path = typer.Option(..., help="router data directory"),
+    split: str = typer.Option("test"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Spearman(score, delta), AUROC, balanced accuracy and per-label accuracy on a split."""
+    from arbitrage.router.dataset import load_split
+    from arbitrage.router.evaluate import router_metrics
+
+    try:
+        rows = load_split(data, split)
+        directory = Path(_resolve(router))
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if (directory / "feature_router.json").exists():
+        from arbitrage.router.feature_router import FeatureRouter
+
+        scores = [FeatureRouter.load(directory).probability(_row_features(r)) for r in rows]
+    else:
+        from arbitrage.router.train import score_rows
+
+        scores = score_rows(directory, rows, device=device)
+    metrics = {"router": router, "split": split, **router_metrics(scores, rows)}
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            typer.echo(f"{key:>20}: {value}")

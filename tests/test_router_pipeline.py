@@ -1,0 +1,108 @@
+"""Router data: labels, class bins, balancing, splits, annotation; training and loading."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from arbitrage.protocols import AnnotatedStep, RouterQuery, StepOutput
+from arbitrage.router.dataset import (
+    class_edges, delta_class, downsample_majority, router_text, rows_from_records, split_of,
+)
+from arbitrage.router.evaluate import router_metrics
+from arbitrage.router.feature_router import FeatureRouter, fit_feature_router, query_features, row_features
+
+
+def row(problem_id="p1", delta=0.3, draft="d1", previous=(("d0", "draft"), ("t1", "target")), logprobs=(-0.1, -2.0)):
+    return {
+        "problem_id": problem_id, "problem": "How many?", "step_index": len(previous),
+        "previous_steps": [{"text": t, "source": s} for t, s in previous],
+        "draft_step": draft, "target_step": "t", "draft_tokens": len(logprobs),
+        "draft_token_logprobs": list(logprobs), "draft_score": 0.5, "target_score": 0.5 + delta,
+        "delta": delta, "label": int(delta > 0),
+    }
+
+
+def test_label_classes_split_delta_symmetrically_so_the_upper_half_is_delta_positive():
+    assert class_edges(2) == [0.0]
+    assert class_edges(4) == [-0.5, 0.0, 0.5]
+    assert len(class_edges(10)) == 9
+    for n in (2, 4, 10):
+        for delta in (-1.0, -0.31, -1e-9, 0.0, 1e-9, 0.2, 0.99):
+            assert (delta_class(delta, n) >= n // 2) == (delta > 0)
+    assert [delta_class(d, 4) for d in (-0.9, -0.2, 0.2, 0.9)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="n_classes must be one of"):
+        class_edges(3)
+
+
+def test_downsampling_balances_by_dropping_the_majority():
+    rows = [row(f"p{i}", delta=-0.2) for i in range(30)] + [row(f"q{i}", delta=0.4) for i in range(10)]
+    balanced = downsample_majority(rows, seed=0)
+    assert sum(r["label"] for r in balanced) == 10 and len(balanced) == 20
+    assert {r["problem_id"] for r in balanced if r["label"] == 1} == {f"q{i}" for i in range(10)}
+    assert downsample_majority(rows, seed=0) == balanced  # seeded
+
+
+def test_splits_are_by_problem_and_stable():
+    ids = [f"lab-{i}" for i in range(2000)]
+    splits = [split_of(i) for i in ids]
+    assert splits == [split_of(i) for i in ids]
+    shares = {name: splits.count(name) / len(ids) for name in ("train", "validation", "test")}
+    assert 0.65 < shares["train"] < 0.75 and 0.12 < shares["test"] < 0.18
+
+
+def test_router_text_follows_the_paper_annotation_and_can_drop_it():
+    text = router_text(row())
+    assert text == "How many?\n\nModel 0: d0\n\nModel 1: t1\n\nModel 0: d1"
+    assert router_text(row(), annotate=False) == "How many?\n\nd0\n\nt1\n\nd1"
+
+
+def test_rows_come_only_from_finished_generate_records():
+    records = [{"error": None, "training_rows": [row("a"), row("a")]}, {"error": "boom", "training_rows": [row("b")]},
+               {"error": None}]
+    assert [r["problem_id"] for r in rows_from_records(records)] == ["a", "a"]
+
+
+def test_router_metrics_on_a_perfect_and_a_reversed_router():
+    rows = [row(delta=d) for d in (-0.5, -0.1, 0.2, 0.6)]
+    perfect = router_metrics([0.1, 0.3, 0.7, 0.9], rows)
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["auroc"] == 1.0
+    assert perfect["balanced_accuracy"] == 1.0 and perfect["accuracy_label_1"] == 1.0
+    reversed_ = router_metrics([0.9, 0.7, 0.3, 0.1], rows)
+    assert reversed_["spearman"] == pytest.approx(-1.0) and reversed_["balanced_accuracy"] == 0.0
+
+
+def test_feature_router_learns_from_draft_confidence_and_round_trips(tmp_path):
+    rng = random.Random(0)
+    rows = []
+    for i in range(200):
+        unsure = i % 2 == 0
+        logprobs = [rng.uniform(-3, -1.5) if unsure else rng.uniform(-0.3, 0) for _ in range(8)]
+        rows.append(row(f"p{i}", delta=0.4 if unsure else -0.4, logprobs=logprobs))
+    router = fit_feature_router(rows)
+    metrics = router_metrics([router.probability(row_features(r)) for r in rows], rows)
+    assert metrics["auroc"] > 0.95
+    router.save(tmp_path)
+    loaded = FeatureRouter.load(tmp_path)
+    query = RouterQuery("How many?", [AnnotatedStep("d0", "draft")], StepOutput("d1", 8, "separator", [-2.5] * 8))
+    assert loaded.score(query) == pytest.approx(router.score(query)) and loaded.score(query) > 0.5
+    assert len(query_features(query)) == len(row_features(rows[0]))
+
+
+def test_neural_router_trains_from_a_prm_checkpoint_and_scores(tmp_path):
+    from tiny_models import save_tiny
+
+    from arbitrage.router.train import RouterTrainingOptions, score_rows, train_router
+
+    prm = save_tiny(tmp_path / "prm", "token", num_labels=1)
+    rows = [row(f"p{i}", delta=0.5 if i % 3 == 0 else -0.3, draft="unsure!" if i % 3 == 0 else "sure.")
+            for i in range(48)]
+    options = RouterTrainingOptions(epochs=6, learning_rate=3e-3, batch_size=16, patience=6)
+    record = train_router(rows[:36], rows[36:], prm, tmp_path / "router", options, progress=False)
+    assert record["train_rows"] == 24  # 12 positives, 12 of the 24 negatives kept
+    best = max(h["spearman"] for h in record["history"])
+    scores = score_rows(tmp_path / "router", rows[36:])
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert router_metrics(scores, rows[36:])["spearman"] == pytest.approx(best)
+    assert best > 0.5
