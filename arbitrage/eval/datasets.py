@@ -203,7 +203,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                yield line_no, json.loads(text)
+                yield line_no, json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield line_no, _BadRecord(f"invalid JSON: {exc.msg} (column {exc.colno})")
 
