@@ -106,3 +106,26 @@ def test_neural_router_trains_from_a_prm_checkpoint_and_scores(tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert router_metrics(scores, rows[36:])["spearman"] == pytest.approx(best)
     assert best > 0.5
+
+
+def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):
+    from tiny_models import save_tiny
+    from typer.testing import CliRunner
+
+    from arbitrage.cli import app
+    from arbitrage.router.ablate import VARIANTS
+    from arbitrage.router.dataset import write_rows
+
+    prm = save_tiny(tmp_path / "prm", "token", num_labels=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    deltas = [0.6, -0.7, 0.2, -0.2, 0.9, -0.1]
+    for split, count in (("train", 24), ("validation", 12), ("test", 12)):
+        write_rows(data / f"{split}.jsonl", [row(f"{split}{i}", delta=deltas[i % 6], draft=f"s{i % 6}")
+                                            for i in range(count)])
+    result = CliRunner().invoke(app, ["router", "ablate", "--data", str(data), "--init", str(prm),
+                                      "--output", str(tmp_path / "ablation"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "ablation" / "ablation.md").read_text()
+    assert all(f"| {name} |" in table for name in VARIANTS)
+    assert (tmp_path / "ablation" / "4_classes" / "config.json").exists()

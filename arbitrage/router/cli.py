@@ -133,3 +133,28 @@ def evaluate(
     else:
         for key, value in metrics.items():
             typer.echo(f"{key:>20}: {value}")
+
+
+@router_app.command()
+def ablate(
+    data: Path = typer.Option(..., help="router data directory"),
+    output: Path = typer.Option(...),
+    init: str = typer.Option("lab:prm"),
+    split: str = typer.Option("test"),
+    epochs: int = typer.Option(4, min=1),
+    learning_rate: float = typer.Option(3e-4),
+    batch_size: int = typer.Option(32, min=1),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Annotation, downsampling and label-granularity ablations; writes ablation.md and ablation.json."""
+    from arbitrage.router.ablate import markdown_table, run_ablation
+    from arbitrage.router.train import RouterTrainingOptions
+
+    base = RouterTrainingOptions(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                 device=device)
+    try:
+        table = run_ablation(data, _resolve(init), output, base, split=split)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    typer.echo(markdown_table(table, split))
