@@ -88,6 +88,7 @@ def test_generic_jsonl_with_field_mapping_as_dict_or_cli_string(tmp_path):
     for fields in ({"problem": "q", "answer": "a", "id": "uid"}, "problem=q, answer=a, id=uid"):
         loaded = load_problems(path, fields=fields)
         assert loaded.dataset == "generic" and loaded.errors == []
+        assert load_problems(path, dataset="jsonl", fields=fields).problems == loaded.problems
         assert loaded.problems == [
             Problem("a1", "What is 2+2?", "4", "generic", {"uid": "a1"}),
             Problem("a2", "Half of 3?", "\\frac32", "generic", {"uid": "a2", "tag": "x"}),

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from arbitrage.config import LAB_PROMPT_TEMPLATE
 
 DATASETS = ("gsm8k", "math500", "generic", "lab")
+DATASET_ALIASES = {"jsonl": "generic", "math": "math500"}
 FIELD_KEYS = ("problem", "answer", "id")
 LAB_SPLITS = ("train", "validation", "test")
 
@@ -157,6 +158,7 @@ def load_problems(
     `dataset="auto"` detects GSM8K (question + answer ending '#### N') or MATH
     (problem + answer); other files need `fields` (dict or "problem=q,answer=a").
     """
+    dataset = DATASET_ALIASES.get(dataset, dataset)
     if dataset != "auto" and dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r}; expected auto or one of {', '.join(DATASETS)}")
     if limit is not None and limit < 0:
