@@ -158,6 +158,11 @@ class Config(_Strict):
     threshold: float | None = Field(None, description="escalation threshold tau; policy default when omitted")
     separator: str = Field("\n\n", min_length=1)
     limits: Limits = Limits()
+    target_samples: int = Field(
+        1, ge=1, le=64,
+        description="generate policy: target steps per decision; s_t for the router label is their mean PRM score",
+    )
+    target_sample_temperature: float = Field(0.7, gt=0.0, le=5.0, description="temperature of the extra samples")
     audit_escalations: bool = Field(
         False,
         description="also PRM-score both steps of every escalation so wasted escalations can be counted "

@@ -8,7 +8,8 @@ from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
 
 
 class ScriptedGenerator:
-    """Writes `steps[i]` as step i; the last one ends the solution (EOS)."""
+    """Writes `steps[i]` as step i (with " (sampled)" appended when sampling at
+    temperature > 0); the last one ends the solution (EOS)."""
 
     def __init__(self, name: str, steps: Sequence[str], tokens_per_step: int = 5):
         self.name = name
@@ -21,8 +22,9 @@ class ScriptedGenerator:
         self.calls.append(list(steps))
         index = min(len(steps), len(self.steps) - 1)
         last = index == len(self.steps) - 1
+        sampled = sampling is not None and not sampling.greedy
         return StepOutput(
-            text=self.steps[index],
+            text=self.steps[index] + (" (sampled)" if sampled else ""),
             num_tokens=min(self.tokens_per_step, max_tokens),
             finish_reason="eos" if last else "separator",
             token_logprobs=[-0.5] * min(self.tokens_per_step, max_tokens),

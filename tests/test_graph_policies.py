@@ -14,10 +14,10 @@ DRAFT = ["d0", "d1", "d2 so \\boxed{3}"]
 TARGET = ["t0", "t1", "t2 so \\boxed{4}"]
 
 
-def solve(policy: str, threshold: float | None = None, *, router=None, prm=None, limits=None, audit=False):
+def solve(policy: str, threshold: float | None = None, *, router=None, prm=None, limits=None, audit=False, **settings):
     draft = ScriptedGenerator("draft", DRAFT)
     target = ScriptedGenerator("target", TARGET)
-    config = Config(policy=policy, threshold=threshold, limits=limits or Limits(), audit_escalations=audit)
+    config = Config(policy=policy, threshold=threshold, limits=limits or Limits(), audit_escalations=audit, **settings)
     models = ModelSet(draft=draft, target=target, prm=prm, router=router)
     solver = Solver(config, models, grader=lambda predicted, gold: predicted == gold)
     record = solver.solve("p1", "How many?", "3")
@@ -94,6 +94,18 @@ def test_generate_keeps_the_better_step_and_records_a_training_row_per_step():
     assert rows[2]["previous_steps"] == [{"text": "d0", "source": "draft"}, {"text": "t1", "source": "target"}]
     assert rows[2]["router_input"] == "How many?\n\nModel 0: d0\n\nModel 1: t1\n\nModel 0: " + DRAFT[2]
     assert record["final_answer"] == "4" and record["correct"] is False
+
+
+def test_generate_labels_with_the_mean_score_of_several_target_samples():
+    prm = ScriptedPRM({"d0": 0.5, "t0": 0.6, "t0 (sampled)": 0.2, "d1": 0.5, "t1": 0.4, "t1 (sampled)": 0.9})
+    record, _, target = solve("generate", prm=prm, target_samples=3)
+    assert len(target.calls) == 9 and record["counters"]["target_calls"] == 9
+    assert record["counters"]["prm_calls"] == 3 * 4  # draft, kept target, two extra samples per step
+    first, second = record["training_rows"][:2]
+    assert first["target_sample_scores"] == [0.6, 0.2, 0.2]
+    assert first["target_score"] == pytest.approx(1.0 / 3) and first["label"] == 0  # mean 0.33 < 0.5
+    assert second["target_score"] == pytest.approx(2.2 / 3) and second["label"] == 1
+    assert sources(record)[:2] == [("t0", "target"), ("d1", "draft")]  # kept step: the configured sample
 
 
 def test_draft_only_and_target_only_use_one_model():

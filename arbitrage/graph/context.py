@@ -19,6 +19,9 @@ class SolveContext:
     limits: Limits = Limits()
     draft_sampling: SamplingParams = SamplingParams()
     target_sampling: SamplingParams = SamplingParams()
+    # generate policy: extra target samples whose mean PRM score labels the router row.
+    extra_target_samples: int = 0
+    extra_target_sampling: SamplingParams = SamplingParams(temperature=0.7)
 
     @classmethod
     def from_config(cls, config: Config, models: ModelSet) -> "SolveContext":
@@ -32,4 +35,6 @@ class SolveContext:
             limits=config.limits,
             draft_sampling=sampling("draft"),
             target_sampling=sampling("target"),
+            extra_target_samples=config.target_samples - 1,
+            extra_target_sampling=SamplingParams(temperature=config.target_sample_temperature, top_p=1.0),
         )

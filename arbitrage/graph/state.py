@@ -50,8 +50,10 @@ class SolveState(TypedDict, total=False):
     steps: Annotated[list[CommittedStep], operator.add]
     draft: Candidate | None
     target: Candidate | None
+    extra_targets: list[Candidate]
     draft_score: float | None
     target_score: float | None
+    extra_target_scores: list[float]
     router_score: float | None
     counters: Annotated[dict[str, int], add_counts]
     timings: Annotated[dict[str, float], add_counts]
@@ -90,8 +92,10 @@ def initial_state(problem_id: str, problem: str, policy: str, threshold: float) 
         steps=[],
         draft=None,
         target=None,
+        extra_targets=[],
         draft_score=None,
         target_score=None,
+        extra_target_scores=[],
         router_score=None,
         counters={},
         timings={},

@@ -14,7 +14,10 @@ from arbitrage.nodes.timing import timed
 from arbitrage.router.input_format import format_router_input
 from arbitrage.protocols import AnnotatedStep
 
-_CLEARED = {"draft": None, "target": None, "draft_score": None, "target_score": None, "router_score": None}
+_CLEARED = {
+    "draft": None, "target": None, "extra_targets": [], "draft_score": None, "target_score": None,
+    "extra_target_scores": [], "router_score": None,
+}
 
 
 def _counters(source: str, draft: dict | None, target: dict | None, state: SolveState) -> dict[str, int]:
@@ -49,7 +52,9 @@ def _finish_reason(state: SolveState, chosen: dict, limits) -> str | None:
 
 def _training_row(state: SolveState, separator: str) -> dict:
     previous = [AnnotatedStep(step["text"], step["source"]) for step in state.get("steps", [])]
-    delta = state["target_score"] - state["draft_score"]
+    target_scores = [state["target_score"], *state.get("extra_target_scores", [])]
+    mean_target_score = sum(target_scores) / len(target_scores)
+    delta = mean_target_score - state["draft_score"]
     return {
         "problem_id": state["problem_id"],
         "problem": state["problem"],
@@ -57,10 +62,12 @@ def _training_row(state: SolveState, separator: str) -> dict:
         "previous_steps": [{"text": step.text, "source": step.source} for step in previous],
         "draft_step": state["draft"]["text"],
         "target_step": state["target"]["text"],
+        "target_samples": [state["target"]["text"], *(c["text"] for c in state.get("extra_targets", []))],
+        "target_sample_scores": target_scores,
         "draft_tokens": state["draft"]["tokens"],
         "draft_token_logprobs": state["draft"]["token_logprobs"],
         "draft_score": state["draft_score"],
-        "target_score": state["target_score"],
+        "target_score": mean_target_score,
         "delta": delta,
         "label": int(delta > 0),
         "router_input": format_router_input(state["problem"], previous, state["draft"]["text"], separator=separator),

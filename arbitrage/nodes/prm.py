@@ -36,4 +36,10 @@ def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
         counter = "audit_prm_calls" if audit else "prm_calls"
         update["counters"][counter] = update["counters"].get(counter, 0) + 1
         update[f"{which}_score"] = float(rewards[-1])
+    extra = state.get("extra_targets") or []
+    if extra and not state.get("extra_target_scores"):
+        with timed(update["timings"], "prm"):
+            scores = [float(prm.score(state["problem"], prefix + [c["text"]])[-1]) for c in extra]
+        update["counters"]["prm_calls"] = update["counters"].get("prm_calls", 0) + len(extra)
+        update["extra_target_scores"] = scores
     return update

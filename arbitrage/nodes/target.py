@@ -1,6 +1,8 @@
 """target_step: the target model writes the step from the same accepted prefix.
 
 Reached only when the policy escalates (or, for oracle and generate, by definition).
+Under `generate` with target_samples K > 1 it also draws K - 1 sampled steps whose
+PRM scores join the router label's mean s_t.
 """
 
 from __future__ import annotations
@@ -15,17 +17,25 @@ from arbitrage.nodes.timing import timed
 
 def target_step(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
     context = runtime.context
+    extra = context.extra_target_samples if state["policy"] == "generate" else 0
     timings: dict[str, float] = {}
+    outputs = []
     with timed(timings, "target"):
-        output = context.models.target.step(
-            state["problem"],
-            accepted_texts(state),
-            max_tokens=step_token_budget(state, context.limits),
-            sampling=context.target_sampling,
-            session=state["problem_id"],
-        )
-    return {
-        "target": candidate_from(output),
-        "counters": {"target_calls": 1, "target_tokens": output.num_tokens},
+        for index in range(1 + extra):
+            outputs.append(
+                context.models.target.step(
+                    state["problem"],
+                    accepted_texts(state),
+                    max_tokens=step_token_budget(state, context.limits),
+                    sampling=context.target_sampling if index == 0 else context.extra_target_sampling,
+                    session=state["problem_id"],
+                )
+            )
+    update = {
+        "target": candidate_from(outputs[0]),
+        "counters": {"target_calls": len(outputs), "target_tokens": sum(o.num_tokens for o in outputs)},
         "timings": timings,
     }
+    if extra:
+        update["extra_targets"] = [candidate_from(o) for o in outputs[1:]]
+    return update

@@ -39,14 +39,16 @@ def build_data(
     limit: Optional[int] = typer.Option(None, min=1),
     output: Path = typer.Option(..., help="directory for generate/ and the train/validation/test rows"),
     concurrency: int = typer.Option(1, min=1),
+    target_samples: int = typer.Option(1, min=1, help="K: label with the mean PRM score of K target samples"),
 ) -> None:
     """Run the generate policy (both steps, both PRM scores) and write router rows split by problem."""
     from arbitrage.cli import load_cli_problems
-    from arbitrage.config import ConfigError, load_config
+    from arbitrage.config import ConfigError, load_config, validate_config
     from arbitrage.router.build_data import build_router_data
 
     try:
         cfg = load_config(config)
+        cfg = validate_config({**cfg.model_dump(), "target_samples": target_samples}, source="command line")
     except ConfigError as error:
         _fail(str(error))
     problems = load_cli_problems(None, data, dataset, None, limit)
