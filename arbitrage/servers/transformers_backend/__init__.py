@@ -1,0 +1,53 @@
+"""In-process transformers backend: the loaders `arbitrage.servers.factory` calls.
+
+Models load once per (class, path, gguf_file, device, dtype, ...) and are shared
+by every role and run that asks for the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from arbitrage.config import Config, ConfigError, ModelConfig
+from arbitrage.servers.transformers_backend.generator import TransformersGenerator
+from arbitrage.servers.transformers_backend.loading import ModelLoadError, clear_cache, load_model, role_of
+from arbitrage.servers.transformers_backend.prm import build_prm
+from arbitrage.servers.transformers_backend.router import ClassifierRouter
+
+__all__ = ["load_generator", "load_prm", "load_router", "clear_cache", "ModelLoadError"]
+
+
+def load_generator(model_cfg: ModelConfig, config: Config) -> TransformersGenerator:
+    role = role_of(model_cfg, config, "generator")
+    return TransformersGenerator(load_model("AutoModelForCausalLM", model_cfg, role), model_cfg, config.separator)
+
+
+def load_prm(model_cfg: ModelConfig, config: Config):
+    role = role_of(model_cfg, config, "prm")
+    style = model_cfg.prm_style
+    if style == "judge":
+        loaded = load_model("AutoModelForCausalLM", model_cfg, role)
+    elif style == "qwen" and model_cfg.trust_remote_code:
+        # The released Qwen2.5-Math-PRM is a custom class reached through AutoModel.
+        loaded = load_model("AutoModel", model_cfg, role)
+    else:
+        loaded = load_model("AutoModelForTokenClassification", model_cfg, role)
+    try:
+        return build_prm(style, loaded, model_cfg, config.separator)
+    except ValueError as error:
+        raise ModelLoadError(f"models.{role} ({model_cfg.path}): {error}") from None
+
+
+def load_router(model_cfg: ModelConfig, config: Config):
+    role = role_of(model_cfg, config, "router")
+    if model_cfg.router_kind == "features":
+        try:
+            module = importlib.import_module("arbitrage.router.feature_router")
+        except ModuleNotFoundError as error:
+            if error.name != "arbitrage.router.feature_router":
+                raise
+            raise ConfigError(
+                f"models.{role}.router_kind 'features' needs arbitrage.router.feature_router, which is not available"
+            ) from None
+        return module.load_feature_router(model_cfg, config)
+    return ClassifierRouter(load_model("AutoModelForSequenceClassification", model_cfg, role), config.separator)

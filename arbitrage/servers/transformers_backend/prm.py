@@ -1,0 +1,181 @@
+"""Process reward models in three checkpoint conventions; `score` gives one reward
+in [0, 1] per step.
+
+- `skywork`: a token classifier with one label (a value head); reward = sigmoid of the
+  value at the last token of each `step + separator` segment, input
+  `bos + problem + "\\n"` then the segments. Our lab PRM is a standard
+  `LlamaForTokenClassification(num_labels=1)`. Real Skywork-o1-Open-PRM checkpoints
+  ship a custom value-head class (`v_head`) that no standard transformers class
+  loads: they need their own code (`trust_remote_code`) or the head remapped to a
+  `score` layer first; only the standard-class form is tested here.
+- `qwen` (Qwen2.5-Math-PRM): steps each followed by the special token `<extra_0>`,
+  two labels per token, reward = softmax(logits)[1] at each `<extra_0>`.
+- `judge`: a causal LM asked whether the latest step is correct;
+  reward = P(Yes) / (P(Yes) + P(No)) over the next token.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+from arbitrage.config import ModelConfig
+from arbitrage.servers.transformers_backend.loading import LoadedModel
+
+QWEN_STEP_TOKEN = "<extra_0>"
+QWEN_DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+JUDGE_QUESTION = (
+    "Here is a math problem and a partial solution. Decide whether the latest step is correct.\n\n"
+    "Problem:\n{problem}\n\n"
+    "Previous steps:\n{previous}\n\n"
+    "Latest step:\n{step}\n\n"
+    "Is the latest step correct? Answer Yes or No."
+)
+
+
+def skywork_input_ids(tokenizer, problem: str, steps: Sequence[str], separator: str) -> tuple[list[int], list[int]]:
+    """(ids, index of the last token of each step + separator segment).
+
+    Segments are tokenized one by one and concatenated, so the reward positions are
+    exact even where a tokenizer would merge across a step boundary.
+    """
+    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids += tokenizer(problem + "\n", add_special_tokens=False)["input_ids"]
+    positions = []
+    for step in steps:
+        ids += tokenizer(step + separator, add_special_tokens=False)["input_ids"]
+        positions.append(len(ids) - 1)
+    return ids, positions
+
+
+def qwen_prm_text(tokenizer, problem: str, steps: Sequence[str], system: str | None) -> str:
+    response = "".join(step + QWEN_STEP_TOKEN for step in steps)
+    if getattr(tokenizer, "chat_template", None):
+        messages = [
+            {"role": "system", "content": system or QWEN_DEFAULT_SYSTEM},
+            {"role": "user", "content": problem},
+            {"role": "assistant", "content": response},
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    return f"{problem}\n{response}"
+
+
+def _logits(output):
+    return output.logits if hasattr(output, "logits") else output[0]
+
+
+class SkyworkPRM:
+    def __init__(self, loaded: LoadedModel, separator: str):
+        self.loaded, self.separator = loaded, separator
+        labels = loaded.model.config.num_labels
+        if labels != 1:
+            raise ValueError(f"prm_style 'skywork' needs a one-label value head; the checkpoint has {labels} labels")
+
+    def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        import torch
+
+        if not steps:
+            return []
+        ids, positions = skywork_input_ids(self.loaded.tokenizer, problem, steps, self.separator)
+        with self.loaded.lock, torch.inference_mode():
+            logits = _logits(self.loaded.model(input_ids=torch.tensor([ids], device=self.loaded.device)))
+        values = logits[0, positions, 0].float()
+        return torch.sigmoid(values).tolist()
+
+
+class QwenPRM:
+    def __init__(self, loaded: LoadedModel, system: str | None):
+        self.loaded, self.system = loaded, system
+        labels = loaded.model.config.num_labels
+        if labels != 2:
+            raise ValueError(f"prm_style 'qwen' needs 2 labels per token; the checkpoint has {labels}")
+        tokenizer = loaded.tokenizer
+        self.step_token_id = tokenizer.convert_tokens_to_ids(QWEN_STEP_TOKEN)
+        if self.step_token_id is None or self.step_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"prm_style 'qwen' needs the special token {QWEN_STEP_TOKEN} in the tokenizer")
+
+    def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        import torch
+
+        if not steps:
+            return []
+        text = qwen_prm_text(self.loaded.tokenizer, problem, steps, self.system)
+        ids = torch.tensor([self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        positions = (ids[0] == self.step_token_id).nonzero().flatten()
+        if len(positions) != len(steps):
+            raise ValueError(f"found {len(positions)} {QWEN_STEP_TOKEN} markers for {len(steps)} steps")
+        with self.loaded.lock, torch.inference_mode():
+            logits = _logits(self.loaded.model(input_ids=ids.to(self.loaded.device)))
+        if logits.shape[-1] != 2:
+            raise ValueError(f"prm_style 'qwen' needs 2 labels per token; the model outputs {logits.shape[-1]}")
+        return torch.softmax(logits[0, positions.to(logits.device)].float(), dim=-1)[:, 1].tolist()
+
+
+class JudgePRM:
+    """Rewards are memoised per (problem, steps so far): the graph re-scores a growing
+    prefix, so each call costs one forward for the newest step only."""
+
+    def __init__(self, loaded: LoadedModel, system: str | None, *, memo_size: int = 4096):
+        self.loaded, self.system, self.memo_size = loaded, system, memo_size
+        self.chat = bool(getattr(loaded.tokenizer, "chat_template", None))
+        self.yes_ids, self.no_ids = self._answer_ids(loaded.tokenizer)
+        self._memo: OrderedDict[tuple, float] = OrderedDict()
+
+    @staticmethod
+    def _answer_ids(tokenizer) -> tuple[list[int], list[int]]:
+        """First tokens of the answer spellings; ids shared by both answers (e.g. a
+        leading space in a character tokenizer) tell nothing and are dropped."""
+
+        def first_ids(words):
+            return {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words}
+
+        yes = first_ids(["Yes", " Yes", "yes", " yes"])
+        no = first_ids(["No", " No", "no", " no"])
+        yes, no = sorted(yes - no), sorted(no - yes)
+        if not yes or not no:
+            raise ValueError("prm_style 'judge': the tokenizer cannot tell 'Yes' from 'No' by their first token")
+        return yes, no
+
+    def prompt_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
+        question = JUDGE_QUESTION.format(
+            problem=problem, previous="\n\n".join(steps[:-1]) or "(none)", step=steps[-1]
+        )
+        tokenizer = self.loaded.tokenizer
+        if self.chat:
+            messages = [{"role": "system", "content": self.system}] if self.system else []
+            messages.append({"role": "user", "content": question})
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tokenizer(question + "\nAnswer:", add_special_tokens=True)["input_ids"]
+
+    def score_last(self, problem: str, steps: Sequence[str]) -> float:
+        """P(Yes) for the last step of `steps` given the ones before it."""
+        import torch
+
+        key = (problem, tuple(steps))
+        with self.loaded.lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+            ids = torch.tensor([self.prompt_ids(problem, steps)], device=self.loaded.device)
+            with torch.inference_mode():
+                logits = _logits(self.loaded.model(input_ids=ids))[0, -1].float()
+            # P(yes)/(P(yes)+P(no)) computed in log space so tiny probabilities do not underflow.
+            reward = float(torch.sigmoid(torch.logsumexp(logits[self.yes_ids], 0) - torch.logsumexp(logits[self.no_ids], 0)))
+            self._memo[key] = reward
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+            return reward
+
+    def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        return [self.score_last(problem, steps[: i + 1]) for i in range(len(steps))]
+
+
+def build_prm(style: str, loaded: LoadedModel, model_cfg: ModelConfig, separator: str):
+    if style == "skywork":
+        return SkyworkPRM(loaded, separator)
+    if style == "qwen":
+        return QwenPRM(loaded, model_cfg.prompt.system)
+    if style == "judge":
+        return JudgePRM(loaded, model_cfg.prompt.system)
+    raise ValueError(f"unknown prm_style {style!r}")
