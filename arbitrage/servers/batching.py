@@ -1,0 +1,173 @@
+"""Batching concurrent requests into one model call, for `arbitrage serve`.
+
+A backend opts in by offering a batched method beside its protocol method:
+
+    Generator.step_batch(requests: Sequence[StepRequest]) -> list[StepOutput]
+    PRM.score_batch(items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]
+    Router.score_batch(queries: Sequence[RouterQuery]) -> list[float]
+
+Without one, the batcher calls the single-item method for each queued request in turn
+(one worker thread, so calls never overlap). Requests are grouped without waiting: while
+one batch runs, new ones queue, and the next batch takes all of them, so a lone client
+pays no batching delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable, Generic, Protocol, Sequence, TypeVar, runtime_checkable
+
+from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    problem: str
+    steps: tuple[str, ...]
+    max_tokens: int
+    sampling: SamplingParams | None = None
+    session: str | None = None
+
+
+@runtime_checkable
+class BatchedGenerator(Protocol):
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutput]: ...
+
+
+@runtime_checkable
+class BatchedPRM(Protocol):
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class BatchedRouter(Protocol):
+    def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]: ...
+
+
+class QueueFull(RuntimeError):
+    """More requests are waiting than the server accepts; the client should retry later."""
+
+
+_STOP = object()
+
+
+class Batcher(Generic[Item, Result]):
+    """One worker thread that runs queued items through `run_batch`, many at a time."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], list[Result]],
+        run_one: Callable[[Item], Result],
+        *,
+        max_batch: int = 32,
+        max_queue: int = 1024,
+        name: str = "batcher",
+    ):
+        self._run_batch = run_batch
+        self._run_one = run_one
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.batch_sizes: list[int] = []  # recent batch sizes, for /v1/arbitrage/stats
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item) -> Result:
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: Sequence[Item]) -> list[Result]:
+        """Queue every item before waiting, so they can share one batch."""
+        futures = []
+        for item in items:
+            future: Future = Future()
+            try:
+                self._queue.put_nowait((item, future))
+            except queue.Full:
+                raise QueueFull(f"{self._queue.maxsize} requests are already waiting") from None
+            futures.append(future)
+        return [future.result() for future in futures]
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is _STOP:
+                    stopping = True
+                    break
+                batch.append(entry)
+            self._run(batch)
+            if stopping:
+                return
+
+    def _run(self, batch: list) -> None:
+        self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+        items = [item for item, _ in batch]
+        try:
+            results = self._run_batch(items) if len(items) > 1 else [self._run_one(items[0])]
+            if len(results) != len(items):
+                raise RuntimeError(f"the batched call returned {len(results)} results for {len(items)} requests")
+        except Exception as error:
+            if len(items) == 1:
+                batch[0][1].set_exception(error)
+                return
+            # Run them one by one so a single bad request fails alone.
+            log.warning("batch of %d failed (%s); retrying one by one", len(items), error)
+            for item, future in batch:
+                try:
+                    future.set_result(self._run_one(item))
+                except Exception as single_error:
+                    future.set_exception(single_error)
+            return
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
+
+
+def generator_batcher(generator, **options) -> Batcher[StepRequest, StepOutput]:
+    def run_one(request: StepRequest) -> StepOutput:
+        return generator.step(
+            request.problem,
+            list(request.steps),
+            max_tokens=request.max_tokens,
+            sampling=request.sampling,
+            session=request.session,
+        )
+
+    run_batch = generator.step_batch if isinstance(generator, BatchedGenerator) else _sequential(run_one)
+    return Batcher(run_batch, run_one, name="generator-batcher", **options)
+
+
+def prm_batcher(prm, **options) -> Batcher[tuple[str, tuple[str, ...]], list[float]]:
+    def run_one(item):
+        return list(prm.score(item[0], list(item[1])))
+
+    run_batch = prm.score_batch if isinstance(prm, BatchedPRM) else _sequential(run_one)
+    return Batcher(run_batch, run_one, name="prm-batcher", **options)
+
+
+def router_batcher(router, **options) -> Batcher[RouterQuery, float]:
+    run_batch = router.score_batch if isinstance(router, BatchedRouter) else _sequential(router.score)
+    return Batcher(run_batch, router.score, name="router-batcher", **options)
+
+
+def _sequential(run_one: Callable) -> Callable[[list], list]:
+    return lambda items: [run_one(item) for item in items]

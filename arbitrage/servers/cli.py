@@ -1,0 +1,149 @@
+"""Command-line entry points for serving models and managing sglang servers.
+
+    arbitrage serve --config examples/lab_http.yaml --role target --port 8102
+    arbitrage servers launch --config examples/sglang_llama.yaml --dry-run
+    arbitrage servers launch --config examples/sglang_llama.yaml --roles draft,target
+    arbitrage servers status
+    arbitrage servers stop
+
+(`python -m arbitrage.servers.cli ...` runs the same commands.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from arbitrage.config import ConfigError, load_config
+
+DEFAULT_RUN_DIR = Path("runs/servers")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def serve_command(
+    config: Path = typer.Option(..., "--config", "-c", help="run config (YAML) naming the model"),
+    role: str = typer.Option(..., "--role", "-r", help="draft, target, prm or router"),
+    port: int = typer.Option(..., "--port", "-p", min=0, max=65535, help="0 picks a free port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind; loopback unless you say otherwise"),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="most concurrent requests run as one model call"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
+) -> None:
+    """Serve one of the config's models over HTTP (completions + scoring), batching concurrent requests."""
+    from arbitrage.servers.http_server import serve
+
+    if role not in ("draft", "target", "prm", "router"):
+        _fail(f"--role must be draft, target, prm or router, got {role!r}")
+    try:
+        cfg = load_config(config)
+    except ConfigError as error:
+        _fail(str(error))
+
+    def ready(server) -> None:
+        # One line on stdout that scripts can wait for.
+        print(f"serving {role} ({server.name}) on {server.url}", flush=True)
+
+    try:
+        serve(role, cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready)
+    except (ConfigError, ValueError, OSError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        pass
+
+
+servers_app = typer.Typer(help="Start, inspect and stop the sglang servers named in a config.", no_args_is_help=True)
+
+
+def _split_roles(roles: Optional[List[str]]) -> list[str]:
+    return [role.strip() for item in roles or [] for role in item.split(",") if role.strip()]
+
+
+@servers_app.command("launch")
+def launch_command(
+    config: Path = typer.Option(..., "--config", "-c", help="config whose models have launch: sections"),
+    roles: Optional[List[str]] = typer.Option(None, "--roles", help="roles to launch (repeat or comma-separate); default all with launch:"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands and start nothing"),
+    run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="where logs, pid files and records go"),
+    deadline_s: float = typer.Option(900.0, "--deadline", help="seconds to wait for every /health"),
+    python: str = typer.Option(sys.executable, "--python", help="interpreter that has sglang installed"),
+) -> None:
+    """Start each role's `python -m sglang.launch_server` and wait until all are healthy."""
+    from arbitrage.servers.sglang_launch import LaunchError, ServerManager, launch_specs
+
+    try:
+        specs = launch_specs(load_config(config), _split_roles(roles), python=python)
+    except ConfigError as error:
+        _fail(str(error))
+    if dry_run:
+        for spec in specs:
+            print(spec.shell())
+        return
+    manager = ServerManager(run_dir)
+    for spec in specs:
+        console.print(f"[bold]{spec.role}[/bold]: {spec.shell()}", highlight=False)
+    try:
+        with console.status(f"waiting for {len(specs)} server(s) to become healthy (deadline {deadline_s:g}s)"):
+            records = manager.launch(specs, deadline_s=deadline_s)
+    except LaunchError as error:
+        _fail(str(error))
+    for record in records:
+        console.print(f"{record.role}: healthy on port {record.port} (pid {record.pid}, log {record.log})", highlight=False)
+
+
+@servers_app.command("status")
+def status_command(
+    run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="the run dir given to launch"),
+) -> None:
+    """Show the launched servers: running, healthy, pid, port, log."""
+    from arbitrage.servers.sglang_launch import ServerManager
+
+    statuses = ServerManager(run_dir).status()
+    if not statuses:
+        console.print(f"no servers recorded under {run_dir}")
+        return
+    table = Table("role", "pid", "port", "running", "healthy", "log")
+    for status in statuses:
+        table.add_row(status.role, str(status.pid), str(status.port), _yes(status.running), _yes(status.healthy), status.log)
+    console.print(table)
+
+
+@servers_app.command("stop")
+def stop_command(
+    roles: Optional[List[str]] = typer.Option(None, "--roles", help="roles to stop; default all"),
+    run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="the run dir given to launch"),
+    grace_s: float = typer.Option(30.0, "--grace", help="seconds between SIGTERM and SIGKILL"),
+) -> None:
+    """Stop launched servers (SIGTERM to each server's process group, SIGKILL after --grace)."""
+    from arbitrage.servers.sglang_launch import LaunchError, ServerManager
+
+    try:
+        stopped = ServerManager(run_dir).stop(_split_roles(roles) or None, grace_s=grace_s)
+    except LaunchError as error:
+        _fail(str(error))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"no servers recorded under {run_dir}")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _standalone_app() -> typer.Typer:
+    app = typer.Typer(no_args_is_help=True)
+    app.command("serve")(serve_command)
+    app.add_typer(servers_app, name="servers")
+    return app
+
+
+if __name__ == "__main__":
+    _standalone_app()()

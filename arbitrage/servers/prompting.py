@@ -1,0 +1,137 @@
+"""Texts the HTTP backend sends: the generator's prefix and the PRM's input, per
+checkpoint convention, rendered client side so the server sees exactly what an
+in-process model would.
+
+Chat prompts (`prompt.format: chat`) are rendered here with the served model's own
+tokenizer (`models.<role>.tokenizer`, else `path`) and sent to `/v1/completions` as
+plain text. We do not use the chat-completions API with a prefilled assistant turn:
+continuing a partial assistant message (`continue_final_message`) is handled
+differently by sglang and vLLM chat templates, and completions give one code path for
+stop strings, finish reasons and logprobs on every server.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from arbitrage.config import ConfigError, ModelConfig, PromptConfig
+
+QWEN_PRM_STEP_TAG = "<extra_0>"
+QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def load_tokenizer(model_cfg: ModelConfig, where: str):
+    """The served model's tokenizer; trust_remote_code only when the config says so."""
+    name = model_cfg.tokenizer or model_cfg.path
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
+    except Exception as error:  # transformers raises OSError, ValueError, HF hub errors...
+        raise ConfigError(
+            f"{where}: could not load the tokenizer {name!r} ({type(error).__name__}: {str(error)[:200]}); "
+            f"set {where}.tokenizer to a local directory holding the served model's tokenizer"
+        ) from None
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return False
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos_id
+
+
+class PrefixRenderer:
+    """`prompt(problem)` followed by each accepted step and the separator."""
+
+    def __init__(self, prompt: PromptConfig, separator: str, tokenizer=None):
+        self.prompt = prompt
+        self.separator = separator
+        self.tokenizer = tokenizer
+        # The server tokenizes the prompt with special tokens; a chat template that
+        # already starts with BOS would otherwise give two.
+        self._strip_bos = tokenizer is not None and _adds_bos(tokenizer)
+
+    def head(self, problem: str) -> str:
+        user_text = self.prompt.render(problem)
+        if self.prompt.format == "raw" or self.tokenizer is None:
+            return user_text
+        messages = []
+        if self.prompt.system:
+            messages.append({"role": "system", "content": self.prompt.system})
+        messages.append({"role": "user", "content": user_text})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if self._strip_bos and bos and text.startswith(bos):
+            text = text[len(bos) :]
+        return text
+
+    def render(self, problem: str, steps: Sequence[str]) -> str:
+        return self.head(problem) + "".join(step + self.separator for step in steps)
+
+
+def parse_raw_prefix(prompt: PromptConfig, separator: str, text: str) -> tuple[str, list[str]]:
+    """Invert `PrefixRenderer.render` for a raw-format prompt (our server's fallback when a
+    plain OpenAI client sends only `prompt`). Raises ValueError when the text does not fit."""
+    before, _, after = prompt.template.partition("{problem}")
+    if not text.startswith(before):
+        raise ValueError(f"the prompt does not start with the template's opening {before!r}")
+    if not after:
+        raise ValueError("the template ends with {problem}, so the problem cannot be told from the steps")
+    rest = text[len(before) :]
+    # The first template tail after the problem that leaves whole separator-ended steps.
+    start = 0
+    while True:
+        cut = rest.find(after, start)
+        if cut < 0:
+            raise ValueError(f"the prompt does not contain the template's closing {after!r} followed by whole steps")
+        tail = rest[cut + len(after) :]
+        if tail == "" or tail.endswith(separator):
+            steps = tail.split(separator)[:-1] if tail else []
+            return rest[:cut], steps
+        start = cut + 1
+
+
+def skywork_prm_text(problem: str, steps: Sequence[str], separator: str) -> str:
+    """Skywork-o1-Open-PRM input: problem, newline, each step followed by the separator; the
+    value head's output at each step's last token is that step's reward."""
+    return problem + "\n" + "".join(step + separator for step in steps)
+
+
+def qwen_prm_text(problem: str, steps: Sequence[str]) -> str:
+    """Qwen2.5-Math-PRM input (its model card's chat layout), ending at the last step tag
+    so that last-token pooling lands on it."""
+    answer = "".join(step + QWEN_PRM_STEP_TAG for step in steps)
+    return (
+        f"<|im_start|>system\n{QWEN_PRM_SYSTEM}<|im_end|>\n"
+        f"<|im_start|>user\n{problem}<|im_end|>\n"
+        f"<|im_start|>assistant\n{answer}"
+    )
+
+
+def prm_text(style: str, problem: str, steps: Sequence[str], separator: str) -> str:
+    if style == "skywork":
+        return skywork_prm_text(problem, steps, separator)
+    if style == "qwen":
+        return qwen_prm_text(problem, steps)
+    raise ValueError(f"prm_style {style!r} has no text format for a scoring endpoint")
+
+
+def prm_token_ids(tokenizer, style: str, problem: str, steps: Sequence[str], separator: str) -> tuple[list[int], list[int]]:
+    """Token ids of the PRM input and the index of each step's last token, tokenized
+    piece by piece (as the Skywork reference does) so the positions are exact."""
+    if style == "skywork":
+        head = problem + "\n"
+        pieces = [step + separator for step in steps]
+    elif style == "qwen":
+        head = qwen_prm_text(problem, [])
+        pieces = [step + QWEN_PRM_STEP_TAG for step in steps]
+    else:
+        raise ValueError(f"prm_style {style!r} has no token format for a scoring endpoint")
+    ids = list(tokenizer(head, add_special_tokens=True)["input_ids"])
+    ends = []
+    for piece in pieces:
+        ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+        ends.append(len(ids) - 1)
+    return ids, ends

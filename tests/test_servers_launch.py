@@ -1,0 +1,268 @@
+"""sglang launch management: exact commands from the example configs, and the process
+manager (start, health wait, status, stop) driven with a tiny stand-in server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from arbitrage.config import ConfigError, load_config, validate_config
+from arbitrage.servers.cli import _standalone_app
+from arbitrage.servers.sglang_launch import LaunchError, LaunchSpec, ServerManager, launch_specs
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+LLAMA_COMMANDS = [
+    "python -m sglang.launch_server --model-path meta-llama/Llama-3.2-1B-Instruct --host 127.0.0.1 --port 30001 "
+    "--mem-fraction-static 0.15 --context-length 8192 --dtype bfloat16",
+    "python -m sglang.launch_server --model-path meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 30002 "
+    "--mem-fraction-static 0.5 --context-length 8192 --dtype bfloat16",
+    "python -m sglang.launch_server --model-path Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B --host 127.0.0.1 --port 30003 "
+    "--mem-fraction-static 0.1 --context-length 8192 --dtype bfloat16 --is-embedding",
+    "python -m sglang.launch_server --model-path runs/router/skywork-1.5b --host 127.0.0.1 --port 30004 "
+    "--mem-fraction-static 0.1 --context-length 8192 --dtype bfloat16 --is-embedding",
+]
+
+QWEN_COMMANDS = [
+    "CUDA_VISIBLE_DEVICES=0 python -m sglang.launch_server --model-path Qwen/Qwen2.5-Math-7B-Instruct --host 127.0.0.1 "
+    "--port 30011 --mem-fraction-static 0.85 --context-length 4096 --dtype bfloat16 --quantization fp8",
+    "CUDA_VISIBLE_DEVICES=1 python -m sglang.launch_server --model-path Qwen/Qwen2.5-Math-7B-Instruct --host 127.0.0.1 "
+    "--port 30012 --mem-fraction-static 0.85 --context-length 4096 --dtype bfloat16",
+    "CUDA_VISIBLE_DEVICES=2 python -m sglang.launch_server --model-path Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B "
+    "--host 127.0.0.1 --port 30013 --mem-fraction-static 0.4 --context-length 4096 --dtype bfloat16 --is-embedding",
+    "CUDA_VISIBLE_DEVICES=2 python -m sglang.launch_server --model-path runs/router/skywork-1.5b --host 127.0.0.1 "
+    "--port 30014 --mem-fraction-static 0.4 --context-length 4096 --dtype bfloat16 --is-embedding",
+]
+
+
+def _dry_run(*args: str) -> list[str]:
+    result = CliRunner().invoke(_standalone_app(), ["servers", "launch", "--dry-run", "--python", "python", *args])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()
+
+
+def test_dry_run_prints_the_exact_llama_commands():
+    assert _dry_run("--config", str(EXAMPLES / "sglang_llama.yaml")) == LLAMA_COMMANDS
+
+
+def test_dry_run_prints_the_exact_qwen_commands_for_chosen_roles():
+    assert _dry_run("--config", str(EXAMPLES / "sglang_qwen_math.yaml")) == QWEN_COMMANDS
+    assert _dry_run("--config", str(EXAMPLES / "sglang_qwen_math.yaml"), "--roles", "target,prm") == QWEN_COMMANDS[1:3]
+    assert _dry_run("--config", str(EXAMPLES / "sglang_qwen_math.yaml"), "--roles", "router", "--roles", "draft") == [
+        QWEN_COMMANDS[3],
+        QWEN_COMMANDS[0],
+    ]
+
+
+def test_tp_dp_extra_args_and_flags():
+    config = validate_config(
+        {
+            "models": {
+                "target": {
+                    "backend": "openai",
+                    "path": "/models/big",
+                    "model": "big",
+                    "base_url": "http://127.0.0.1:31000/",
+                    "trust_remote_code": True,
+                    "launch": {"port": 31000, "tp": 4, "dp": 2, "extra_args": ["--enable-metrics"]},
+                }
+            }
+        }
+    )
+    (spec,) = launch_specs(config, ["target"], python="py")
+    assert spec.argv == [
+        "py", "-m", "sglang.launch_server", "--model-path", "/models/big", "--served-model-name", "big",
+        "--host", "127.0.0.1", "--port", "31000", "--tp-size", "4", "--dp-size", "2",
+        "--trust-remote-code", "--enable-metrics",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ({"draft": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:1/", "launch": {"port": 2}}}, "does not point at"),
+        ({"draft": {"path": "m", "launch": {"port": 2}}}, "backend: openai"),
+        ({"draft": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:2"}}, "no model in the config has a launch"),
+        (
+            {
+                "draft": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:2", "launch": {"port": 2}},
+                "target": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:2", "launch": {"port": 2}},
+            },
+            "used by another role",
+        ),
+    ],
+)
+def test_launch_config_errors_name_the_field(models, message):
+    with pytest.raises(ConfigError, match=message):
+        launch_specs(validate_config({"models": models}))
+
+
+def test_unknown_role_and_missing_launch_section():
+    config = load_config(EXAMPLES / "sglang_llama.yaml")
+    with pytest.raises(ConfigError, match="unknown role 'critic'"):
+        launch_specs(config, ["critic"])
+    with pytest.raises(ConfigError, match="models.draft has no launch"):
+        launch_specs(validate_config({"models": {"draft": {"backend": "openai", "path": "m", "base_url": "http://x:1"}}}), ["draft"])
+
+
+def test_config_rejects_bad_launch_values():
+    with pytest.raises(ConfigError, match="launch.mem_fraction_static"):
+        validate_config({"models": {"draft": {"path": "m", "launch": {"port": 1, "mem_fraction_static": 1.5}}}})
+    with pytest.raises(ConfigError, match="launch.port"):
+        validate_config({"models": {"draft": {"path": "m", "launch": {}}}})
+
+
+# ---- process management, with a stand-in for sglang ----
+
+STAND_IN = textwrap.dedent(
+    """
+    import http.server, os, signal, subprocess, sys, time
+    port, ready_after, mode = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    if mode == "crash":
+        print("stand-in: model failed to load", flush=True)
+        sys.exit(3)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    open(sys.argv[4], "w").write(str(child.pid))
+    start = time.monotonic()
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/health" and time.monotonic() - start >= ready_after and mode != "never"
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    print("stand-in listening", port, flush=True)
+    http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state != "Z"
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    managers: list[ServerManager] = []
+
+    def make(role: str, mode: str = "ok", ready_after: float = 0.3) -> tuple[LaunchSpec, Path]:
+        child_pid_file = tmp_path / f"{role}.child"
+        port = _free_port()
+        spec = LaunchSpec(role, [sys.executable, str(script), str(port), str(ready_after), mode, str(child_pid_file)], {"STAND_IN": "1"}, port)
+        return spec, child_pid_file
+
+    def manager() -> ServerManager:
+        created = ServerManager(tmp_path / "run", poll_s=0.05)
+        managers.append(created)
+        return created
+
+    yield make, manager
+    for created in managers:  # never leave a process behind
+        created.stop(grace_s=1.0)
+
+
+@pytest.mark.server
+def test_launch_waits_for_health_then_status_and_stop(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    (draft, draft_child), (prm, _) = make("draft"), make("prm", ready_after=0.6)
+    started = time.monotonic()
+    records = servers.launch([draft, prm], deadline_s=20)
+    assert time.monotonic() - started >= 0.6  # waited for the slower one
+    run_dir = servers.run_dir
+    assert (run_dir / "draft.pid").read_text().strip() == str(records[0].pid)
+    assert "stand-in listening" in (run_dir / "draft.log").read_text()
+    assert [(s.role, s.running, s.healthy) for s in servers.status()] == [("draft", True, True), ("prm", True, True)]
+
+    child = int(draft_child.read_text())
+    assert servers.stop(["draft"], grace_s=5) == ["draft"]
+    assert not _alive(records[0].pid) and not _alive(child)  # the whole process group ended
+    assert not (run_dir / "draft.pid").exists()
+    assert [s.role for s in servers.status()] == ["prm"]
+    assert servers.stop() == ["prm"]
+    assert servers.status() == []
+
+
+@pytest.mark.server
+def test_refuses_a_second_start_and_a_busy_port(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    spec, _ = make("target")
+    servers.launch([spec], deadline_s=20)
+    with pytest.raises(LaunchError, match="already running"):
+        servers.start(spec)
+    other = LaunchSpec("router", spec.argv, {}, spec.port)
+    with pytest.raises(LaunchError, match=f"port {spec.port} .* already in use"):
+        servers.start(other)
+
+
+@pytest.mark.server
+def test_a_crashing_server_fails_fast_with_its_log(stand_in):
+    make, manager = stand_in
+    spec, _ = make("draft", mode="crash")
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match="exited before it was healthy(.|\n)*model failed to load"):
+        manager().launch([spec], deadline_s=30)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.server
+def test_deadline_stops_every_server_started_by_the_call(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    (good, _), (stuck, stuck_child) = make("draft"), make("target", mode="never")
+    with pytest.raises(LaunchError, match="target: not healthy within 1.5s"):
+        servers.launch([good, stuck], deadline_s=1.5)
+    assert servers.status() == []
+    assert not _alive(int(stuck_child.read_text()))
+
+
+@pytest.mark.server
+def test_stop_escalates_to_sigkill(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    spec, child_file = make("prm", mode="stubborn")
+    (record,) = servers.launch([spec], deadline_s=20)
+    started = time.monotonic()
+    servers.stop(grace_s=0.5)
+    assert not _alive(record.pid) and not _alive(int(child_file.read_text()))
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.server
+def test_cli_status_and_stop(stand_in, tmp_path):
+    make, manager = stand_in
+    servers = manager()
+    spec, _ = make("router")
+    servers.launch([spec], deadline_s=20)
+    runner = CliRunner()
+    status = runner.invoke(_standalone_app(), ["servers", "status", "--run-dir", str(servers.run_dir)])
+    assert status.exit_code == 0 and "router" in status.output and "yes" in status.output
+    stop = runner.invoke(_standalone_app(), ["servers", "stop", "--run-dir", str(servers.run_dir)])
+    assert stop.exit_code == 0 and "stopped: router" in stop.output
