@@ -15,13 +15,13 @@ from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import initial_state
 from arbitrage.servers.factory import ModelSet
 
-Grader = Callable[[str | None, str], bool]
+Grader = Callable[[str | None, str, str | None], bool]
 
 
-def _default_grader(predicted: str | None, gold: str) -> bool:
+def _default_grader(predicted: str | None, gold: str, dataset: str | None = None) -> bool:
     from arbitrage.eval.grading import grade
 
-    return predicted is not None and grade(predicted, gold)
+    return predicted is not None and grade(predicted, gold, dataset=dataset)
 
 
 class Solver:
@@ -42,8 +42,10 @@ class Solver:
     def run_config(self) -> dict:
         return {"recursion_limit": recursion_limit(self.config.limits)}
 
-    def solve(self, problem_id: str, problem: str, gold_answer: str | None = None) -> dict:
-        """Run the graph on one problem; errors are captured in the record, not raised."""
+    def solve(self, problem_id: str, problem: str, gold_answer: str | None = None, dataset: str | None = None) -> dict:
+        """Run the graph on one problem; errors are captured in the record, not raised.
+
+        `dataset` selects dataset-specific grading (e.g. exact numbers for gsm8k)."""
         start = time.perf_counter()
         record = {
             "id": problem_id,
@@ -55,7 +57,7 @@ class Solver:
         try:
             final = self.graph.invoke(self.initial_state(problem_id, problem), self.run_config(), context=self.context)
             answer = final.get("final_answer")
-            correct = None if gold_answer is None else bool(self.grader(answer, gold_answer))
+            correct = None if gold_answer is None else bool(self.grader(answer, gold_answer, dataset))
         except Exception as error:  # one failing problem must not end the run
             record.update(error=f"{type(error).__name__}: {error}", latency_s=time.perf_counter() - start)
             return record

@@ -19,7 +19,7 @@ def solve(policy: str, threshold: float | None = None, *, router=None, prm=None,
     target = ScriptedGenerator("target", TARGET)
     config = Config(policy=policy, threshold=threshold, limits=limits or Limits(), audit_escalations=audit, **settings)
     models = ModelSet(draft=draft, target=target, prm=prm, router=router)
-    solver = Solver(config, models, grader=lambda predicted, gold: predicted == gold)
+    solver = Solver(config, models, grader=lambda predicted, gold, dataset: predicted == gold)
     record = solver.solve("p1", "How many?", "3")
     assert record["error"] is None, record["error"]
     return record, draft, target

@@ -25,7 +25,7 @@ PROBLEMS = [P(f"p{i}", f"problem {i}", "3") for i in range(5)]
 
 
 def run(config, problems, directory, models, **kwargs):
-    solver = Solver(config, models, grader=lambda predicted, gold: predicted == gold)
+    solver = Solver(config, models, grader=lambda predicted, gold, dataset: predicted == gold)
     return run_batch(config, problems, directory, solver=solver, progress=False, **kwargs)
 
 

@@ -143,7 +143,9 @@ def run_batch(
         with _progress_bar(progress) as bar:
             task = bar.add_task(f"{config.policy}", total=len(problems), completed=len(problems) - len(todo))
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                futures = [pool.submit(solver.solve, p.id, p.problem, p.answer) for p in todo]
+                futures = [
+                    pool.submit(solver.solve, p.id, p.problem, p.answer, getattr(p, "dataset", None)) for p in todo
+                ]
                 try:
                     for future in as_completed(futures):
                         record = future.result()
