@@ -98,9 +98,25 @@ class Generator(Protocol):
 
 @runtime_checkable
 class PRM(Protocol):
-    """A process reward model: one reward in [0, 1] per step."""
+    """A process reward model: one reward in [0, 1] per step.
+
+    A backend whose cost grows with the number of steps scored (a judge LM asks once
+    per step) may also define `score_last(problem, steps) -> float`, the reward of the
+    last step only; the graph only ever needs that one and uses it when present.
+    """
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]: ...
+
+
+def last_step_reward(prm: PRM, problem: str, steps: Sequence[str]) -> float:
+    """The newest step's reward, through `score_last` when the PRM offers it."""
+    score_last = getattr(prm, "score_last", None)
+    if score_last is not None:
+        return float(score_last(problem, steps))
+    rewards = prm.score(problem, steps)
+    if len(rewards) != len(steps):
+        raise ValueError(f"PRM returned {len(rewards)} rewards for {len(steps)} steps")
+    return float(rewards[-1])
 
 
 @runtime_checkable

@@ -188,3 +188,28 @@ def test_empty_problem_is_rejected_with_a_clear_error():
 def test_solver_refuses_a_policy_whose_models_are_not_loaded():
     with pytest.raises(ValueError, match="needs a loaded target model"):
         Solver(Config(policy="arbitrage"), ModelSet(draft=ScriptedGenerator("d", ["x"]), target=None))
+
+
+def test_prm_node_uses_score_last_when_the_backend_offers_it():
+    class LastOnly(ScriptedPRM):
+        def score(self, problem, steps):
+            raise AssertionError("score() would re-score every step")
+
+        def score_last(self, problem, steps):
+            self.calls += 1
+            return self.rewards.get(steps[-1], 0.5)
+
+    prm = LastOnly({"d0": 0.9, "d1": 0.2, DRAFT[2]: 0.8})
+    record, _, _ = solve("rsd", 0.7, prm=prm)
+    assert sources(record) == [("d0", "draft"), ("t1", "target"), (DRAFT[2], "draft")] and prm.calls == 3
+
+
+def test_a_prm_returning_the_wrong_number_of_rewards_is_an_error():
+    class Short(ScriptedPRM):
+        def score(self, problem, steps):
+            return [0.5]
+
+    draft = ScriptedGenerator("draft", ["a", "b \\boxed{1}"])
+    models = ModelSet(draft=draft, target=draft, prm=Short({}))
+    record = Solver(Config(policy="rsd", threshold=0.0), models).solve("p", "q", None)
+    assert record["error"] == "ValueError: PRM returned 1 rewards for 2 steps"  # the first step scored fine

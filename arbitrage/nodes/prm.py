@@ -13,6 +13,7 @@ from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState
 from arbitrage.nodes.generation import accepted_texts
 from arbitrage.nodes.timing import timed
+from arbitrage.protocols import last_step_reward
 
 
 def _decides_on(policy: str, which: str) -> bool:
@@ -30,16 +31,14 @@ def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
             continue
         audit = not _decides_on(state["policy"], which)
         with timed(update["timings"], "prm_audit" if audit else "prm"):
-            rewards = prm.score(state["problem"], prefix + [candidate["text"]])
-        if len(rewards) != len(prefix) + 1:
-            raise ValueError(f"PRM returned {len(rewards)} rewards for {len(prefix) + 1} steps")
+            reward = last_step_reward(prm, state["problem"], prefix + [candidate["text"]])
         counter = "audit_prm_calls" if audit else "prm_calls"
         update["counters"][counter] = update["counters"].get(counter, 0) + 1
-        update[f"{which}_score"] = float(rewards[-1])
+        update[f"{which}_score"] = reward
     extra = state.get("extra_targets") or []
     if extra and not state.get("extra_target_scores"):
         with timed(update["timings"], "prm"):
-            scores = [float(prm.score(state["problem"], prefix + [c["text"]])[-1]) for c in extra]
+            scores = [last_step_reward(prm, state["problem"], prefix + [c["text"]]) for c in extra]
         update["counters"]["prm_calls"] = update["counters"].get("prm_calls", 0) + len(extra)
         update["extra_target_scores"] = scores
     return update
