@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from arbitrage.config import POLICIES, ConfigError, load_config
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -50,7 +51,7 @@ def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str,
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     for line_error in loaded.errors:
-        console.print(f"[yellow]skipped[/yellow] {data}: {line_error}")
+        console.print(f"[yellow]skipped[/yellow] {escape(f'{data}: {line_error}')}", soft_wrap=True, highlight=False)
     if not loaded.problems:
         _fail(f"no usable problems in {data}")
     return loaded.problems

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 router_app = typer.Typer(no_args_is_help=True, help="Router data, training, evaluation and ablations.")
-console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code=2)
+    from arbitrage.cli import _fail as fail
+
+    fail(message)
 
 
 def _resolve(path: str) -> str:
