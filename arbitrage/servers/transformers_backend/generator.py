@@ -7,13 +7,12 @@ of the cache (so a rejected draft step is cropped away) and feeds only the rest.
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import SamplingParams, StepOutput
-from arbitrage.servers.transformers_backend.loading import LoadedModel
+from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 from arbitrage.servers.transformers_backend.prompting import prefix_ids
 
 
@@ -61,7 +60,7 @@ class TransformersGenerator:
         self.max_sessions = max_sessions
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self._sessions: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
-        self._last_logits_only = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._last_logits_only = accepts_logits_to_keep(self.model)
 
     def step(
         self,

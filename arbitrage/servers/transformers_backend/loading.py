@@ -7,6 +7,7 @@ which makes the model safe to share across threads and roles.
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ def load_model(auto_class: str, model_cfg: ModelConfig, role: str, **model_kwarg
     try:
         model, info = getattr(transformers, auto_class).from_pretrained(path, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"models.{role}: cannot load {auto_class} from {path!r}: {error}") from None
+        where = "" if Path(path).exists() else " (no such local directory, so it was tried as a hub id)"
+        raise ModelLoadError(f"models.{role}: cannot load {auto_class} from {path!r}{where}: {error}") from None
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise ModelLoadError(
@@ -138,6 +140,11 @@ def load_model(auto_class: str, model_cfg: ModelConfig, role: str, **model_kwarg
     loaded = LoadedModel(model=model, tokenizer=load_tokenizer(model_cfg, role), device=device)
     with _cache_lock:
         return _cache.setdefault(key, loaded)
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the forward can skip the vocabulary projection for all but the last position."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def clear_cache() -> None:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.servers.transformers_backend.loading import LoadedModel
+from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 
 QWEN_STEP_TOKEN = "<extra_0>"
 QWEN_DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -119,6 +119,7 @@ class JudgePRM:
         self.loaded, self.system, self.memo_size = loaded, system, memo_size
         self.chat = bool(getattr(loaded.tokenizer, "chat_template", None))
         self.yes_ids, self.no_ids = self._answer_ids(loaded.tokenizer)
+        self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
         self._memo: OrderedDict[tuple, float] = OrderedDict()
 
     @staticmethod
@@ -159,7 +160,7 @@ class JudgePRM:
                 return self._memo[key]
             ids = torch.tensor([self.prompt_ids(problem, steps)], device=self.loaded.device)
             with torch.inference_mode():
-                logits = _logits(self.loaded.model(input_ids=ids))[0, -1].float()
+                logits = _logits(self.loaded.model(input_ids=ids, **self._extra))[0, -1].float()
             # P(yes)/(P(yes)+P(no)) computed in log space so tiny probabilities do not underflow.
             reward = float(torch.sigmoid(torch.logsumexp(logits[self.yes_ids], 0) - torch.logsumexp(logits[self.no_ids], 0)))
             self._memo[key] = reward
