@@ -126,9 +126,12 @@ def graph(
 def _mount_subcommands() -> None:
     from arbitrage.lab.cli import lab_app
     from arbitrage.router.cli import router_app
+    from arbitrage.servers.cli import serve_command, servers_app
 
     app.add_typer(lab_app, name="lab", help="Train and evaluate the lab models.")
     app.add_typer(router_app, name="router", help="Router data, training, evaluation and ablations.")
+    app.add_typer(servers_app, name="servers", help="Launch, inspect and stop sglang servers from a config.")
+    app.command("serve")(serve_command)
 
 
 _mount_subcommands()
