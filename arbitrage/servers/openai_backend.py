@@ -58,6 +58,8 @@ class HttpGenerator:
         # Our own server renders chat prompts itself from the structured request.
         if model_cfg.prompt.format == "chat" and self.api != "arbitrage":
             tokenizer = load_tokenizer(model_cfg, where)
+            if not getattr(tokenizer, "chat_template", None):
+                raise ConfigError(f"{where}: prompt.format is 'chat' but the tokenizer of {model_cfg.tokenizer or model_cfg.path!r} has no chat template")
         self.renderer = PrefixRenderer(model_cfg.prompt, separator, tokenizer)
 
     def step(
@@ -109,8 +111,9 @@ class HttpPRM:
         self.client = client or JsonHttpClient.for_model(model_cfg)
         self.api = model_cfg.api
         self.tokenizer = None
-        if self.api == "vllm" and (model_cfg.tokenizer or model_cfg.prm_style == "skywork"):
-            # Per-token rewards (the Skywork plugin) are only usable with step-end positions.
+        if model_cfg.tokenizer or (self.api == "vllm" and model_cfg.prm_style == "skywork"):
+            # Per-token rewards (vLLM ALL pooling, the Skywork plugin) are only usable with
+            # step-end positions; a given tokenizer also renders Qwen's chat layout exactly.
             self.tokenizer = load_tokenizer(model_cfg, where)
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
@@ -125,7 +128,11 @@ class HttpPRM:
 
     def _score_sglang(self, problem: str, steps: list[str]) -> list[float]:
         style = self.model_cfg.prm_style
-        texts = [prm_text(style, problem, steps[: i + 1], self.separator) for i in range(len(steps))]
+        system = self.model_cfg.prompt.system
+        texts = [
+            prm_text(style, problem, steps[: i + 1], self.separator, system=system, tokenizer=self.tokenizer)
+            for i in range(len(steps))
+        ]
         # A one-element list trips sglang's embedding path (see its warmup); send a string.
         payload = {"model": _served_name(self.model_cfg), "text": texts[0] if len(texts) == 1 else texts}
         url = self.client.url("/classify")
@@ -134,11 +141,12 @@ class HttpPRM:
 
     def _score_vllm(self, problem: str, steps: list[str]) -> list[float]:
         style = self.model_cfg.prm_style
+        system = self.model_cfg.prompt.system
         ends = None
         if self.tokenizer is not None:
-            model_input, ends = prm_token_ids(self.tokenizer, style, problem, steps, self.separator)
+            model_input, ends = prm_token_ids(self.tokenizer, style, problem, steps, self.separator, system=system)
         else:
-            model_input = prm_text(style, problem, steps, self.separator)
+            model_input = prm_text(style, problem, steps, self.separator, system=system)
         payload = {"model": _served_name(self.model_cfg), "input": model_input, "use_activation": False}
         url = self.client.url("/pooling")
         (rows,) = parse_vllm_pooling(self.client.post_json("/pooling", payload), 1, url)

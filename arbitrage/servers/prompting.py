@@ -50,18 +50,18 @@ class PrefixRenderer:
         self.separator = separator
         self.tokenizer = tokenizer
         # The server tokenizes the prompt with special tokens; a chat template that
-        # already starts with BOS would otherwise give two.
+        # already starts with BOS (Llama 3) would otherwise give two. A template without
+        # BOS for a tokenizer that adds one cannot be matched through text; no common
+        # chat model is built that way.
         self._strip_bos = tokenizer is not None and _adds_bos(tokenizer)
 
     def head(self, problem: str) -> str:
-        user_text = self.prompt.render(problem)
         if self.prompt.format == "raw" or self.tokenizer is None:
-            return user_text
-        messages = []
-        if self.prompt.system:
-            messages.append({"role": "system", "content": self.prompt.system})
-        messages.append({"role": "user", "content": user_text})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.prompt.render(problem)
+        # The same rendering as the in-process generator.
+        from arbitrage.servers.transformers_backend.prompting import render_prompt
+
+        text = render_prompt(self.tokenizer, self.prompt, problem)
         bos = getattr(self.tokenizer, "bos_token", None)
         if self._strip_bos and bos and text.startswith(bos):
             text = text[len(bos) :]
@@ -93,45 +93,50 @@ def parse_raw_prefix(prompt: PromptConfig, separator: str, text: str) -> tuple[s
         start = cut + 1
 
 
-def skywork_prm_text(problem: str, steps: Sequence[str], separator: str) -> str:
-    """Skywork-o1-Open-PRM input: problem, newline, each step followed by the separator; the
-    value head's output at each step's last token is that step's reward."""
-    return problem + "\n" + "".join(step + separator for step in steps)
+def qwen_prm_text(problem: str, steps: Sequence[str], system: str | None = None, tokenizer=None) -> str:
+    """Qwen2.5-Math-PRM input as the in-process backend builds it (the model card's chat
+    layout), cut after the last step tag so last-token pooling lands on it. Without a
+    tokenizer the Qwen2 chat layout is written out."""
+    if tokenizer is not None:
+        text = _inprocess_prm().qwen_prm_text(tokenizer, problem, steps, system)
+    else:
+        answer = "".join(step + QWEN_PRM_STEP_TAG for step in steps)
+        text = (
+            f"<|im_start|>system\n{system or QWEN_PRM_SYSTEM}<|im_end|>\n"
+            f"<|im_start|>user\n{problem}<|im_end|>\n"
+            f"<|im_start|>assistant\n{answer}"
+        )
+    cut = text.rfind(QWEN_PRM_STEP_TAG)
+    return text[: cut + len(QWEN_PRM_STEP_TAG)] if cut >= 0 else text
 
 
-def qwen_prm_text(problem: str, steps: Sequence[str]) -> str:
-    """Qwen2.5-Math-PRM input (its model card's chat layout), ending at the last step tag
-    so that last-token pooling lands on it."""
-    answer = "".join(step + QWEN_PRM_STEP_TAG for step in steps)
-    return (
-        f"<|im_start|>system\n{QWEN_PRM_SYSTEM}<|im_end|>\n"
-        f"<|im_start|>user\n{problem}<|im_end|>\n"
-        f"<|im_start|>assistant\n{answer}"
-    )
-
-
-def prm_text(style: str, problem: str, steps: Sequence[str], separator: str) -> str:
+def prm_text(style: str, problem: str, steps: Sequence[str], separator: str, *, system: str | None = None, tokenizer=None) -> str:
+    """The text whose last token carries the newest step's reward. Skywork: problem, newline,
+    each step followed by the separator (the server's tokenizer adds BOS if it has one)."""
     if style == "skywork":
-        return skywork_prm_text(problem, steps, separator)
+        return problem + "\n" + "".join(step + separator for step in steps)
     if style == "qwen":
-        return qwen_prm_text(problem, steps)
+        return qwen_prm_text(problem, steps, system, tokenizer)
     raise ValueError(f"prm_style {style!r} has no text format for a scoring endpoint")
 
 
-def prm_token_ids(tokenizer, style: str, problem: str, steps: Sequence[str], separator: str) -> tuple[list[int], list[int]]:
-    """Token ids of the PRM input and the index of each step's last token, tokenized
-    piece by piece (as the Skywork reference does) so the positions are exact."""
+def prm_token_ids(
+    tokenizer, style: str, problem: str, steps: Sequence[str], separator: str, *, system: str | None = None
+) -> tuple[list[int], list[int]]:
+    """Token ids of the whole PRM input and the index of each step's reward token, exactly
+    as the in-process PRMs compute them (servers/transformers_backend/prm.py)."""
+    prm = _inprocess_prm()
     if style == "skywork":
-        head = problem + "\n"
-        pieces = [step + separator for step in steps]
-    elif style == "qwen":
-        head = qwen_prm_text(problem, [])
-        pieces = [step + QWEN_PRM_STEP_TAG for step in steps]
-    else:
-        raise ValueError(f"prm_style {style!r} has no token format for a scoring endpoint")
-    ids = list(tokenizer(head, add_special_tokens=True)["input_ids"])
-    ends = []
-    for piece in pieces:
-        ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
-        ends.append(len(ids) - 1)
-    return ids, ends
+        return prm.skywork_input_ids(tokenizer, problem, steps, separator)
+    if style == "qwen":
+        ids = list(tokenizer(prm.qwen_prm_text(tokenizer, problem, steps, system), add_special_tokens=False)["input_ids"])
+        tag = tokenizer.convert_tokens_to_ids(QWEN_PRM_STEP_TAG)
+        return ids, [i for i, token in enumerate(ids) if token == tag]
+    raise ValueError(f"prm_style {style!r} has no token format for a scoring endpoint")
+
+
+def _inprocess_prm():
+    # One definition of each checkpoint's input format, shared with the in-process PRMs.
+    from arbitrage.servers.transformers_backend import prm
+
+    return prm

@@ -29,10 +29,13 @@ from arbitrage.servers.http_client import BackendError
 _MISSING = object()
 
 
-def field(obj: Any, path: str, url: str, kind: type | tuple[type, ...] | None = None, *, optional: bool = False):
-    """Follow a dotted path (`choices.0.text`) through dicts and lists."""
+def field(
+    obj: Any, path: str, url: str, kind: type | tuple[type, ...] | None = None, *, optional: bool = False, at: str = ""
+):
+    """Follow a dotted path (`choices.0.text`) through dicts and lists; `at` is where `obj`
+    itself sits in the reply, for the message."""
     current = obj
-    walked = []
+    walked = [at] if at else []
     for part in path.split("."):
         walked.append(part)
         if isinstance(current, list) and part.isdigit():
@@ -48,7 +51,8 @@ def field(obj: Any, path: str, url: str, kind: type | tuple[type, ...] | None = 
             raise BackendError(f"{url}: reply has no field '{'.'.join(walked)}'")
     if kind is not None and not _is_kind(current, kind):
         raise BackendError(
-            f"{url}: reply field '{path}' should be {_kind_name(kind)}, got {type(current).__name__} {_short(current)}"
+            f"{url}: reply field '{'.'.join(walked)}' should be {_kind_name(kind)}, "
+            f"got {type(current).__name__} {_short(current)}"
         )
     return current
 
@@ -74,8 +78,8 @@ def _short(value: Any) -> str:
 
 def parse_completion(reply: Any, separator: str, url: str) -> StepOutput:
     choice = field(reply, "choices.0", url, dict)
-    text = field(choice, "text", url, str)
-    reason = field(choice, "finish_reason", url, str)
+    text = field(choice, "text", url, str, at="choices.0")
+    reason = field(choice, "finish_reason", url, str, at="choices.0")
     num_tokens = field(reply, "usage.completion_tokens", url, int)
     if num_tokens < 0:
         raise BackendError(f"{url}: reply field 'usage.completion_tokens' is negative ({num_tokens})")
@@ -99,7 +103,7 @@ def _token_logprobs(choice: dict, url: str) -> list[float]:
     logprobs = choice.get("logprobs")
     if logprobs is None:
         return []
-    values = field(logprobs, "token_logprobs", url, list)
+    values = field(logprobs, "token_logprobs", url, list, at="choices.0.logprobs")
     out = []
     for index, value in enumerate(values):
         if value is None:  # some servers send null for the first prompt token
@@ -117,7 +121,10 @@ def parse_sglang_classify(reply: Any, count: int, url: str) -> list[list[float]]
         raise BackendError(f"{url}: reply should be a list of {count} results, got {type(reply).__name__}")
     if len(items) != count:
         raise BackendError(f"{url}: reply has {len(items)} results for {count} inputs")
-    return [_number_list(field(item, "embedding", url, list), f"{index}.embedding", url) for index, item in enumerate(items)]
+    return [
+        _number_list(field(item, "embedding", url, list, at=str(index)), f"{index}.embedding", url)
+        for index, item in enumerate(items)
+    ]
 
 
 def parse_vllm_pooling(reply: Any, count: int, url: str) -> list[list[list[float]]]:
@@ -127,7 +134,7 @@ def parse_vllm_pooling(reply: Any, count: int, url: str) -> list[list[list[float
         raise BackendError(f"{url}: reply field 'data' has {len(data)} entries for {count} inputs")
     out = []
     for index, entry in enumerate(sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)):
-        rows = field(entry, "data", url, list)
+        rows = field(entry, "data", url, list, at=f"data.{index}")
         if rows and not isinstance(rows[0], list):
             rows = [rows]  # a sequence-level result: one row
         out.append([_number_list(row, f"data.{index}.data.{r}", url) for r, row in enumerate(rows)])
@@ -144,16 +151,18 @@ def _number_list(values: list, where: str, url: str) -> list[float]:
 
 
 def probability(row: list[float], where: str, url: str) -> float:
-    """A head's raw output as a probability: one value -> sigmoid (Skywork value head,
-    single-logit classifiers); two -> softmax, index 1 (Qwen2.5-Math-PRM, 2-class routers)."""
+    """A head's raw output as a probability, as the in-process models read theirs: one
+    value -> sigmoid (Skywork value head, one-logit classifiers); two -> softmax index 1
+    (Qwen2.5-Math-PRM, 2-class routers); K > 2 ordinal advantage bins -> the softmax mass
+    above the middle class (transformers_backend/router.py escalation_probability)."""
+    if not row:
+        raise BackendError(f"{url}: {where} is empty")
     if len(row) == 1:
         value = row[0]
         return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
-    if len(row) == 2:
-        high = max(row)
-        exp0, exp1 = math.exp(row[0] - high), math.exp(row[1] - high)
-        return exp1 / (exp0 + exp1)
-    raise BackendError(f"{url}: {where} has {len(row)} values; expected 1 (a value head) or 2 (two labels)")
+    high = max(row)
+    exps = [math.exp(value - high) for value in row]
+    return sum(exps[(len(row) + 1) // 2 :]) / sum(exps)
 
 
 def unit_interval(value: Any, where: str, url: str) -> float:
