@@ -16,6 +16,7 @@ from arbitrage.servers.factory import load_models
 from arbitrage.servers.transformers_backend import ModelLoadError, load_generator, load_prm, load_router
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
 from arbitrage.servers.transformers_backend.loading import cached_count, load_model
+from arbitrage.servers.transformers_backend.prm import skywork_input_ids
 from arbitrage.servers.transformers_backend.prompting import prefix_ids, prefix_text
 from arbitrage.servers.transformers_backend.router import escalation_probability
 
@@ -123,12 +124,12 @@ def test_session_cache_matches_uncached_greedy_across_steps_and_rejections(dirs)
 
 def test_sessions_are_bounded_lru(dirs):
     gen = generator(dirs["causal"])
-    gen.max_sessions = 2
+    gen.sessions.max_entries = 2
     for name in ("a", "b", "c"):
         gen.step("1+1", [], max_tokens=2, session=name)
     assert gen.cached_tokens("a") == 0 and gen.cached_tokens("b") > 0 and gen.cached_tokens("c") > 0
     gen.step("1+1", [], max_tokens=2)
-    assert len(gen._sessions) == 2  # no session, nothing kept
+    assert len(gen.sessions) == 2  # no session, nothing kept
 
 
 def test_sampling_is_seeded_and_top_p_narrows_to_greedy(dirs):
@@ -199,6 +200,25 @@ def test_skywork_prm_rewards_at_last_token_of_each_step(dirs):
     assert all(0.0 <= r <= 1.0 for r in rewards)
     assert prm.score("2+3?", steps[:2]) == pytest.approx(rewards[:2], abs=1e-5)  # causal: a step sees only its past
     assert prm.score("2+3?", []) == []
+
+
+def test_skywork_prm_reuses_the_problem_prefix_and_matches_a_full_forward(dirs):
+    prm = load_prm(ModelConfig(path=str(dirs["skywork"]), prm_style="skywork"), CONFIG)
+    counter = ForwardCounter(prm.loaded.model)
+    try:
+        # Draft scored, then the target's replacement, then the next step on the chosen one.
+        calls = [["Add 2."], ["Add 2.", "Draft."], ["Add 2.", "Target!"], ["Add 2.", "Target!", "Five."]]
+        for steps in calls:
+            counter.reset()
+            rewards = prm.score("2+3?", steps)
+            ids, ends = skywork_input_ids(prm.loaded.tokenizer, "2+3?", steps, "\n\n")
+            fed = counter.tokens
+            assert fed == (len(ids) if len(steps) == 1 else len(steps[-1] + "\n\n"))  # only the new step is fed
+            with torch.no_grad():
+                full = prm.loaded.model(input_ids=torch.tensor([ids])).logits[0, :, 0]
+            assert rewards == pytest.approx(torch.sigmoid(full[ends]).tolist(), abs=1e-5)
+    finally:
+        counter.handle.remove()
 
 
 def test_qwen_prm_rewards_at_extra0_tokens(dirs):

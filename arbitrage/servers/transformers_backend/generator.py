@@ -7,21 +7,13 @@ of the cache (so a rejected draft step is cropped away) and feeds only the rest.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import SamplingParams, StepOutput
+from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 from arbitrage.servers.transformers_backend.prompting import prefix_ids
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -57,9 +49,8 @@ class TransformersGenerator:
         self.prompt = model_cfg.prompt
         self.default_sampling = model_cfg.sampling.params()
         self.separator = separator
-        self.max_sessions = max_sessions
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
-        self._sessions: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
+        self.sessions = PrefixCacheStore(self.model.config, max_sessions)
         self._last_logits_only = accepts_logits_to_keep(self.model)
 
     def step(
@@ -80,38 +71,19 @@ class TransformersGenerator:
         if not ids:
             raise ValueError("the rendered prompt is empty; nothing to condition on")
         with self.loaded.lock, torch.inference_mode():
-            # Popped, not read: if decoding fails midway the half-updated cache is dropped.
-            entry = self._sessions.pop(session, None) if session is not None else None
-            cache, fed = self._reusable_cache(entry, ids)
+            cache, fed, _ = self.sessions.take(session, ids)
             output, cache_ids = self._decode(ids, cache, fed, max_tokens, sampling)
-            if session is not None:
-                self._sessions[session] = (cache_ids, cache)
-                while len(self._sessions) > self.max_sessions:
-                    self._sessions.popitem(last=False)
+            self.sessions.put(session, cache_ids, cache)
         return output
 
     def end_session(self, session: str) -> None:
         with self.loaded.lock:
-            self._sessions.pop(session, None)
+            self.sessions.drop(session)
 
     def cached_tokens(self, session: str) -> int:
         """How many tokens the session's KV cache holds (0 when none)."""
         with self.loaded.lock:
-            entry = self._sessions.get(session)
-            return len(entry[0]) if entry else 0
-
-    def _reusable_cache(self, entry, ids: list[int]):
-        """(cache, number of `ids` already in it); at least one id is always left to feed."""
-        from transformers import DynamicCache
-
-        if entry is not None:
-            cached_ids, cache = entry
-            keep = min(common_prefix_len(cached_ids, ids), len(ids) - 1)
-            if keep > 0 and cache.is_croppable and cache.get_seq_length() == len(cached_ids):
-                if keep < len(cached_ids):
-                    cache.crop(keep - len(cached_ids))
-                return cache, keep
-        return DynamicCache(config=self.model.config), 0
+            return self.sessions.cached_tokens(session)
 
     def _decode(self, ids: list[int], cache, fed: int, max_tokens: int, sampling: SamplingParams):
         import torch

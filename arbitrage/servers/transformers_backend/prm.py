@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
+from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 
 QWEN_STEP_TOKEN = "<extra_0>"
@@ -65,11 +66,15 @@ def _logits(output):
 
 
 class SkyworkPRM:
-    def __init__(self, loaded: LoadedModel, separator: str):
+    """Keeps a KV cache per problem: the graph re-scores a growing prefix with a new
+    last step, so each call feeds only the tokens after the longest shared prefix."""
+
+    def __init__(self, loaded: LoadedModel, separator: str, *, cached_problems: int = 8):
         self.loaded, self.separator = loaded, separator
         labels = loaded.model.config.num_labels
         if labels != 1:
             raise ValueError(f"prm_style 'skywork' needs a one-label value head; the checkpoint has {labels} labels")
+        self.prefixes = PrefixCacheStore(loaded.model.config, cached_problems)
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         import torch
@@ -78,9 +83,13 @@ class SkyworkPRM:
             return []
         ids, positions = skywork_input_ids(self.loaded.tokenizer, problem, steps, self.separator)
         with self.loaded.lock, torch.inference_mode():
-            logits = _logits(self.loaded.model(input_ids=torch.tensor([ids], device=self.loaded.device)))
-        values = logits[0, positions, 0].float()
-        return torch.sigmoid(values).tolist()
+            cache, reused, values = self.prefixes.take(problem, ids)
+            feed = torch.tensor([ids[reused:]], device=self.loaded.device)
+            output = self.loaded.model(input_ids=feed, past_key_values=cache, use_cache=True)
+            new_values = _logits(output)[0, :, 0].float()
+            values = torch.cat([values[:reused], new_values]) if reused else new_values
+            self.prefixes.put(problem, ids, cache, values)
+        return torch.sigmoid(values[positions]).tolist()
 
 
 class QwenPRM:
