@@ -10,7 +10,7 @@ import torch
 
 import tiny_models as tm
 from arbitrage.config import Config, ConfigError, ModelConfig, PromptConfig, SamplingConfig
-from arbitrage.protocols import PRM, AnnotatedStep, Generator, Router, RouterQuery, SamplingParams, StepOutput
+from arbitrage.protocols import PRM, AnnotatedStep, last_step_reward, Generator, Router, RouterQuery, SamplingParams, StepOutput
 from arbitrage.router.input_format import format_router_input
 from arbitrage.servers.factory import load_models
 from arbitrage.servers.transformers_backend import ModelLoadError, load_generator, load_prm, load_router
@@ -260,6 +260,10 @@ def test_judge_prm_is_p_yes_and_memoises_the_prefix(dirs):
     try:
         prm.score("2+3?", ["Add.", "Five.", "Done."])
         assert counter.calls == 1  # earlier steps come from the memo
+        counter.reset()
+        last = last_step_reward(prm, "2+3?", ["Other.", "Steps.", "Here.", "Now."])
+        assert counter.calls == 1  # the graph's path: only the newest step is judged
+        assert last == pytest.approx(prm.score("2+3?", ["Other.", "Steps.", "Here.", "Now."])[-1])
     finally:
         counter.handle.remove()
 

@@ -159,9 +159,12 @@ class JudgePRM:
         return tokenizer(question + "\nAnswer:", add_special_tokens=True)["input_ids"]
 
     def score_last(self, problem: str, steps: Sequence[str]) -> float:
-        """P(Yes) for the last step of `steps` given the ones before it."""
+        """P(Yes) for the last step of `steps` given the ones before it (the graph's
+        `last_step_reward` calls this: one forward, whatever the number of steps)."""
         import torch
 
+        if not steps:
+            raise ValueError("score_last needs at least one step")
         key = (problem, tuple(steps))
         with self.loaded.lock:
             if key in self._memo:
