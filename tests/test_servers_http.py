@@ -178,6 +178,24 @@ def test_prm_and_router_over_http_equal_in_process(serve):
     query = RouterQuery("What is x?", [AnnotatedStep("a", "draft"), AnnotatedStep("b", "target")], draft)
     assert remote_router.score(query) == router.score(query)
     assert remote_prm.score("p", []) == []
+    assert remote_prm.score_last("p", ["a", "b"]) == prm.score("p", ["a", "b"])[-1]
+
+
+def test_score_last_reaches_the_served_prms_own_score_last(serve):
+    class LastOnlyPRM(ToyPRM):
+        def __init__(self):
+            self.last_calls = 0
+
+        def score_last(self, problem, steps):
+            self.last_calls += 1
+            return self.score(problem, steps)[-1]
+
+    prm = LastOnlyPRM()
+    remote = HttpPRM(_client_cfg(serve("prm", prm).url), SEP)
+    assert remote.score_last("p", ["a", "b"]) == prm.score("p", ["a", "b"])[-1]
+    assert prm.last_calls == 1
+    with pytest.raises(BackendError, match="must not be empty with last_only"):
+        remote._score_arbitrage("p", [], last_only=True)
 
 
 def test_concurrent_requests_share_one_batched_call(serve):

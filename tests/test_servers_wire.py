@@ -343,3 +343,12 @@ def test_configs_the_http_backend_cannot_serve_fail_at_load(tmp_path):
     missing = str(tmp_path / "missing-model")
     with pytest.raises(ConfigError, match=r"models.draft: could not load the tokenizer .*missing-model.*set models.draft.tokenizer"):
         HttpGenerator(model_cfg("http://127.0.0.1:1", prompt={"format": "chat"}, path=missing), SEP, where="models.draft")
+
+
+def test_sglang_score_last_sends_only_the_prefix_ending_at_the_newest_step(canned):
+    server = canned(lambda path, body: (200, {"embedding": [2.0], "meta_info": {}}))
+    prm = HttpPRM(model_cfg(server.url, prm_style="skywork"), SEP)
+    assert prm.score_last("2+2?", ["a", "b", "c"]) == pytest.approx(sigmoid(2.0))
+    assert server.requests[0][1] == {"model": "m", "text": "2+2?\na\n\nb\n\nc\n\n"}
+    with pytest.raises(ValueError, match="at least one step"):
+        prm.score_last("p", [])

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Generic, Protocol, Sequence, TypeVar, runtime_checkable
 
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
+from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, last_step_reward
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,21 @@ def generator_batcher(generator, **options) -> Batcher[StepRequest, StepOutput]:
     return Batcher(run_batch, run_one, name="generator-batcher", **options)
 
 
-def prm_batcher(prm, **options) -> Batcher[tuple[str, tuple[str, ...]], list[float]]:
-    def run_one(item):
-        return list(prm.score(item[0], list(item[1])))
+def prm_batcher(prm, **options) -> Batcher[tuple[str, tuple[str, ...], bool], list[float]]:
+    """Items are (problem, steps, last_only); `last_only` asks for the newest step's reward
+    alone (through the PRM's `score_last` when it has one)."""
 
-    run_batch = prm.score_batch if isinstance(prm, BatchedPRM) else _sequential(run_one)
+    def run_one(item):
+        problem, steps, last_only = item
+        if last_only:
+            return [last_step_reward(prm, problem, list(steps))]
+        return list(prm.score(problem, list(steps)))
+
+    def run_batch(items):
+        if isinstance(prm, BatchedPRM) and not any(last_only for _, _, last_only in items):
+            return prm.score_batch([(problem, steps) for problem, steps, _ in items])
+        return [run_one(item) for item in items]
+
     return Batcher(run_batch, run_one, name="prm-batcher", **options)
 
 

@@ -9,8 +9,9 @@ Endpoints:
   steps using the served config's template. Replies carry sglang's `matched_stop`
   (the separator, or null for EOS) and `usage.completion_tokens`.
 - `POST /v1/arbitrage/end_session` `{"session": id}` releases a problem's cache.
-- `POST /v1/arbitrage/prm` `{"input": [{"problem", "steps"}]}` ->
-  `{"data": [{"index", "rewards": [...]}]}`.
+- `POST /v1/arbitrage/prm` `{"input": [{"problem", "steps"}], "last_only": false}` ->
+  `{"data": [{"index", "rewards": [...]}]}`; with `last_only` one reward, the newest
+  step's (the PRM's `score_last` when it has one).
 - `POST /v1/arbitrage/router` `{"input": [{"problem", "previous_steps": [{"text",
   "source"}], "draft": {"text", "num_tokens", "finish_reason", "token_logprobs"}}]}` ->
   `{"data": [{"index", "score"}]}`.
@@ -227,18 +228,22 @@ class ModelServer:
 
     def _prm(self, body: dict) -> dict:
         items = _need(body, "input", list)
+        last_only = _need(body, "last_only", bool, default=False)
         parsed = []
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise RequestError(400, f"request field 'input.{index}' should be an object")
             problem = _need(item, "problem", str, f"input.{index}.")
             steps = _string_list(_need(item, "steps", list, f"input.{index}."), f"input.{index}.steps")
-            parsed.append((problem, tuple(steps)))
+            if last_only and not steps:
+                raise RequestError(400, f"request field 'input.{index}.steps' must not be empty with last_only")
+            parsed.append((problem, tuple(steps), last_only))
         results = self.batcher.submit_many(parsed)
         data = []
-        for index, ((_, steps), rewards) in enumerate(zip(parsed, results)):
+        for index, ((_, steps, _), rewards) in enumerate(zip(parsed, results)):
             rewards = [float(value) for value in rewards]
-            if len(rewards) != len(steps) or not all(math.isfinite(v) for v in rewards):
+            expected = 1 if last_only else len(steps)
+            if len(rewards) != expected or not all(math.isfinite(v) for v in rewards):
                 raise RuntimeError(f"the PRM returned {rewards!r} for {len(steps)} steps")
             data.append({"index": index, "object": "rewards", "rewards": rewards})
         return {"object": "list", "model": self.name, "data": data}

@@ -10,8 +10,9 @@
 - PRM and router scoring:
   - `sglang`: `POST /classify` (reward models launched with --is-embedding; sglang
     python/sglang/srt/entrypoints/http_server.py `classify_request`). It pools one value
-    per sequence at the last token, so the PRM sends one text per step, each the prefix
-    ending at that step, in one batched request (sglang's radix cache shares the prefixes).
+    per sequence at the last token, so `score_last` (all the graph needs) sends the one
+    prefix ending at the newest step, and `score` sends one such prefix per step in one
+    batched request (sglang's radix cache shares the prefixes).
   - `vllm`: `POST /pooling` (vllm/entrypoints/pooling/pooling/api_router.py), the whole
     solution in one input; the reply holds one row per step tag (STEP pooling) or per
     token (ALL pooling, as with the Skywork PRM plugin), and in the per-token case we
@@ -126,12 +127,24 @@ class HttpPRM:
             return self._score_vllm(problem, steps)
         return self._score_sglang(problem, steps)
 
-    def _score_sglang(self, problem: str, steps: list[str]) -> list[float]:
+    def score_last(self, problem: str, steps: Sequence[str]) -> float:
+        """The newest step's reward alone: one sequence for sglang, `last_only` for our server."""
+        steps = list(steps)
+        if not steps:
+            raise ValueError("score_last needs at least one step")
+        if self.api == "arbitrage":
+            return self._score_arbitrage(problem, steps, last_only=True)[0]
+        if self.api == "vllm":
+            return self._score_vllm(problem, steps)[-1]
+        return self._score_sglang(problem, steps, first=len(steps) - 1)[0]
+
+    def _score_sglang(self, problem: str, steps: list[str], first: int = 0) -> list[float]:
+        """Rewards of steps[first:], one text per step: the prefix ending at that step."""
         style = self.model_cfg.prm_style
         system = self.model_cfg.prompt.system
         texts = [
             prm_text(style, problem, steps[: i + 1], self.separator, system=system, tokenizer=self.tokenizer)
-            for i in range(len(steps))
+            for i in range(first, len(steps))
         ]
         # A one-element list trips sglang's embedding path (see its warmup); send a string.
         payload = {"model": _served_name(self.model_cfg), "text": texts[0] if len(texts) == 1 else texts}
@@ -163,13 +176,16 @@ class HttpPRM:
             )
         return [probability(row, f"the row of step {i}", url) for i, row in enumerate(picked)]
 
-    def _score_arbitrage(self, problem: str, steps: list[str]) -> list[float]:
+    def _score_arbitrage(self, problem: str, steps: list[str], *, last_only: bool = False) -> list[float]:
         payload = {"model": _served_name(self.model_cfg), "input": [{"problem": problem, "steps": steps}]}
+        if last_only:
+            payload["last_only"] = True
         url = self.client.url("/v1/arbitrage/prm")
         reply = self.client.post_json("/v1/arbitrage/prm", payload)
         rewards = field(reply, "data.0.rewards", url, list)
-        if len(rewards) != len(steps):
-            raise BackendError(f"{url}: reply field 'data.0.rewards' has {len(rewards)} rewards for {len(steps)} steps")
+        expected = 1 if last_only else len(steps)
+        if len(rewards) != expected:
+            raise BackendError(f"{url}: reply field 'data.0.rewards' has {len(rewards)} rewards for {expected} steps")
         return [unit_interval(value, f"data.0.rewards.{i}", url) for i, value in enumerate(rewards)]
 
 
