@@ -1,0 +1,56 @@
+"""Router forward pass vs draft step: wall time side by side in one run.
+
+Solves problems with the arbitrage policy and, at every step, times the draft model's
+step and the router's decision on it (both as the graph calls them: same backend,
+batch size 1, KV caches as in a real run). Prints the mean of each and their ratio;
+the design target is router <= 10% of a draft step.
+
+    python benchmarks/router_cost.py                     # shipped lab models, lab test split
+    python benchmarks/router_cost.py --config my.yaml --data problems.jsonl --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--data", default="test")
+    parser.add_argument("--dataset", default="lab")
+    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 gives steadier timings)")
+    args = parser.parse_args()
+
+    import torch
+
+    from arbitrage.config import load_config
+    from arbitrage.eval.datasets import load_problems
+    from arbitrage.eval.run import read_results, run_batch
+
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config).with_overrides(policy="arbitrage")
+    problems = load_problems(args.data, dataset=args.dataset, limit=args.limit).problems
+    with tempfile.TemporaryDirectory() as directory:
+        summary = run_batch(config, problems, directory, progress=True)
+        records = [r for r in read_results(f"{directory}/results.jsonl") if not r.get("error")]
+    draft_per_step = [r["timings_s"]["draft"] / r["counters"]["draft_steps"] for r in records]
+    router_per_step = [r["timings_s"]["router"] / r["counters"]["router_calls"] for r in records]
+    draft_mean = summary["time_by_node_s"]["draft"] / summary["draft_steps"]
+    router_mean = summary["time_by_node_s"]["router"] / summary["router_calls"]
+    print(json.dumps({
+        "problems": len(records),
+        "draft_steps": summary["draft_steps"],
+        "draft_step_ms": {"mean": 1000 * draft_mean, "median_of_problems": 1000 * statistics.median(draft_per_step)},
+        "router_call_ms": {"mean": 1000 * router_mean, "median_of_problems": 1000 * statistics.median(router_per_step)},
+        "router_over_draft_step": router_mean / draft_mean,
+        "target": "router_over_draft_step <= 0.10",
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
