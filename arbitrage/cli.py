@@ -57,6 +57,15 @@ def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str,
     return loaded.problems
 
 
+def set_torch_threads(threads: Optional[int]) -> None:
+    """Small models at batch 1 gain nothing from more threads, and oversubscribed
+    cores slow torch's threaded kernels several-fold."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title, show_header=False)
     fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -87,11 +96,15 @@ def run(
     concurrency: int = typer.Option(1, min=1, help="problems in flight at once"),
     audit: bool = typer.Option(False, help="PRM-score both steps of escalations to count wasted ones"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    threads: Optional[int] = typer.Option(
+        None, min=1, help="torch CPU threads (1 is fastest for small models on a busy machine)"
+    ),
 ) -> None:
     """Solve problems with the configured policy; results are written as each problem finishes."""
     from arbitrage.eval.run import RunDirectoryError, run_batch
     from arbitrage.servers.factory import load_models
 
+    set_torch_threads(threads)
     cfg = _load(config, policy, threshold)
     if audit:
         cfg = cfg.model_copy(update={"audit_escalations": True})
