@@ -129,3 +129,33 @@ def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):
     table = (tmp_path / "ablation" / "ablation.md").read_text()
     assert all(f"| {name} |" in table for name in VARIANTS)
     assert (tmp_path / "ablation" / "4_classes" / "config.json").exists()
+
+
+def test_build_data_from_two_shards_splits_rows_by_problem(tmp_path):
+    from dataclasses import dataclass
+
+    from fakes import ScriptedGenerator, ScriptedPRM
+
+    from arbitrage.config import Config
+    from arbitrage.router.build_data import build_router_data
+    from arbitrage.router.dataset import load_split
+    from arbitrage.servers.factory import ModelSet
+
+    @dataclass
+    class P:
+        id: str
+        problem: str
+        answer: str | None = None
+
+    models = ModelSet(draft=ScriptedGenerator("d", ["d0", "d1 \\boxed{1}"]),
+                      target=ScriptedGenerator("t", ["t0", "t1 \\boxed{2}"]),
+                      prm=ScriptedPRM({"d0": 0.2, "t0": 0.9, "d1 \\boxed{1}": 0.8, "t1 \\boxed{2}": 0.4}))
+    problems = [P(f"lab-{i}", f"q{i}") for i in range(40)]
+    build_router_data(Config(), problems[:20], tmp_path, models=models, progress=False, shard="a")
+    stats = build_router_data(Config(), problems[20:], tmp_path, models=models, progress=False, shard="b")
+    rows = {split: load_split(tmp_path, split) for split in ("train", "validation", "test")}
+    assert sum(len(r) for r in rows.values()) == 80 and sum(s["rows"] for s in stats.values()) == 80
+    ids = {split: {r["problem_id"] for r in split_rows} for split, split_rows in rows.items()}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"])
+    first = next(r for r in rows["train"] if r["step_index"] == 0)
+    assert first["label"] == 1 and first["delta"] == pytest.approx(0.7)

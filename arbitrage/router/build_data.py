@@ -1,5 +1,9 @@
 """Router training data: run the `generate` policy over problems (resumable, it is an
-ordinary batch run) and split the recorded rows by problem into train/validation/test."""
+ordinary batch run) and split the recorded rows by problem into train/validation/test.
+
+Several processes may fill one output directory at once, each with its own `shard`
+(its own generate-* run directory); the splits are rebuilt from every shard present.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,18 @@ from arbitrage.router.dataset import SPLITS, rows_from_records, split_of, write_
 
 
 def build_router_data(config: Config, problems, output_dir: str | Path, *, models=None, concurrency: int = 1,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, shard: str = "") -> dict:
     output_dir = Path(output_dir)
-    generate_dir = output_dir / "generate"
+    generate_dir = output_dir / (f"generate-{shard}" if shard else "generate")
     run_batch(config.with_overrides(policy="generate"), problems, generate_dir, models=models,
               concurrency=concurrency, progress=progress)
-    rows = rows_from_records(read_results(generate_dir / RESULTS_FILE))
+    return write_splits(output_dir)
+
+
+def write_splits(output_dir: Path) -> dict:
+    """train/validation/test.jsonl and stats.json from every generate run in output_dir."""
+    records = [r for run in sorted(output_dir.glob("generate*")) for r in read_results(run / RESULTS_FILE)]
+    rows = rows_from_records(records)
     stats = {}
     for split in SPLITS:
         chosen = [r for r in rows if split_of(r["problem_id"]) == split]

@@ -36,6 +36,8 @@ def build_data(
     data: str = typer.Option("train", help="JSONL file, dataset name, or lab split"),
     dataset: str = typer.Option("lab", help="auto | gsm8k | math500 | jsonl | lab"),
     limit: Optional[int] = typer.Option(None, min=1),
+    skip: int = typer.Option(0, min=0, help="skip the first N problems (to split the work across processes)"),
+    shard: str = typer.Option("", help="name of this process's generate run when several fill one --output"),
     output: Path = typer.Option(..., help="directory for generate/ and the train/validation/test rows"),
     concurrency: int = typer.Option(1, min=1),
     target_samples: int = typer.Option(1, min=1, help="K: label with the mean PRM score of K target samples"),
@@ -50,8 +52,8 @@ def build_data(
         cfg = validate_config({**cfg.model_dump(), "target_samples": target_samples}, source="command line")
     except ConfigError as error:
         _fail(str(error))
-    problems = load_cli_problems(None, data, dataset, None, limit)
-    stats = build_router_data(cfg, problems, output, concurrency=concurrency)
+    problems = load_cli_problems(None, data, dataset, None, None if limit is None else skip + limit)[skip:]
+    stats = build_router_data(cfg, problems, output, concurrency=concurrency, shard=shard)
     typer.echo(json.dumps(stats, indent=2))
 
 
