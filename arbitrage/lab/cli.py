@@ -41,13 +41,14 @@ def eval_(
     device: str = typer.Option("cpu"),
     batch_size: int = typer.Option(256),
     progress: Optional[Path] = typer.Option(None, help="also write the figures so far to this file after each phase"),
+    taus: Optional[str] = typer.Option(None, help="comma-separated oracle thresholds (default: a 12-point grid)"),
 ) -> None:
     """Draft-only / target-only accuracy, PRM AUROC and the oracle curve on the test split."""
     from arbitrage.lab import WEIGHTS_DIR
-    from arbitrage.lab.evaluate import evaluate
+    from arbitrage.lab.evaluate import ORACLE_TAUS, evaluate
 
     report = evaluate(weights or WEIGHTS_DIR, n=n, seed=seed, device=device, batch_size=batch_size,
-                      progress_path=progress)
+                      progress_path=progress, taus=[float(t) for t in taus.split(",")] if taus else ORACLE_TAUS)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
         return
