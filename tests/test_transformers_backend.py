@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -309,10 +310,31 @@ def test_escalation_probability_ordinal_bins():
     assert escalation_probability(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0])) == pytest.approx(0.4)
 
 
-def test_feature_router_missing_module_is_a_clear_error(dirs, monkeypatch):
-    monkeypatch.setitem(sys.modules, "arbitrage.router.feature_router", None)
-    with pytest.raises(ConfigError, match="feature_router"):
-        load_router(ModelConfig(path=str(dirs["router1"]), router_kind="features"), CONFIG)
+def test_feature_router_loads_through_the_backend(tmp_path):
+    from arbitrage.router.feature_router import FEATURES, FeatureRouter
+
+    FeatureRouter([0.0] * len(FEATURES), [1.0] * len(FEATURES), [-1.0] + [0.0] * (len(FEATURES) - 1), 0.0).save(tmp_path)
+    router = load_router(ModelConfig(path=str(tmp_path), router_kind="features"), CONFIG)
+    unsure = RouterQuery("q", [], StepOutput("s", 2, "separator", [-3.0, -3.0]))
+    assert router.score(unsure) == pytest.approx(1 / (1 + math.exp(-3.0)))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="feature_router.json"):
+        load_router(ModelConfig(path=str(tmp_path / "empty"), router_kind="features"), CONFIG)
+
+
+def test_classifier_router_reuses_its_cache_and_scores_as_a_fresh_forward(dirs):
+    import torch
+
+    router = load_router(ModelConfig(path=str(dirs["router1"])), CONFIG)
+    previous = [AnnotatedStep("a = 1", "draft")]
+    queries = [RouterQuery("q", previous[:i], StepOutput(f"step {i}", 3, "separator", [])) for i in range(2)]
+    cached = [router.score(q) for q in queries]
+    model, tokenizer = router.loaded.model, router.loaded.tokenizer
+    for query, score in zip(queries, cached):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([router.input_ids(query)])).logits[0]
+        assert score == pytest.approx(float(torch.sigmoid(logits[0])), abs=1e-5)
+    assert router.prefixes.cached_tokens("q") == len(router.input_ids(queries[1]))
 
 
 # --- loading ---------------------------------------------------------------------------

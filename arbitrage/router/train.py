@@ -19,6 +19,12 @@ from arbitrage.router.evaluate import router_metrics
 ROUTER_CONFIG_FILE = "router_config.json"
 
 
+def router_annotates(model_dir: str | Path) -> bool:
+    """Whether a saved router was trained on annotated input (True when it records nothing)."""
+    path = Path(model_dir) / ROUTER_CONFIG_FILE
+    return json.loads(path.read_text()).get("annotate", True) if path.exists() else True
+
+
 @dataclass(frozen=True)
 class RouterTrainingOptions:
     annotate: bool = True
@@ -57,8 +63,7 @@ def score_rows(model_dir: str | Path, rows: list[dict], *, device: str = "cpu", 
     """Scores of a saved router on rows, formatted as it was trained (annotated or not)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    saved = json.loads((Path(model_dir) / ROUTER_CONFIG_FILE).read_text()) if (Path(model_dir) / ROUTER_CONFIG_FILE).exists() else {}
-    options = RouterTrainingOptions(annotate=saved.get("annotate", True), device=device, batch_size=batch_size)
+    options = RouterTrainingOptions(annotate=router_annotates(model_dir), device=device, batch_size=batch_size)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
     return _scores(model, tokenizer, _texts(rows, options.annotate), options)

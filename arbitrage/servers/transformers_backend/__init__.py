@@ -6,11 +6,10 @@ by every role and run that asks for the same checkpoint.
 
 from __future__ import annotations
 
-import importlib
-
-from arbitrage.config import Config, ConfigError, ModelConfig
+from arbitrage.config import Config, ModelConfig
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
-from arbitrage.servers.transformers_backend.loading import ModelLoadError, clear_cache, load_model, role_of
+from arbitrage.router.train import router_annotates
+from arbitrage.servers.transformers_backend.loading import ModelLoadError, clear_cache, load_model, resolve_path, role_of
 from arbitrage.servers.transformers_backend.prm import build_prm
 from arbitrage.servers.transformers_backend.router import ClassifierRouter
 
@@ -41,13 +40,8 @@ def load_prm(model_cfg: ModelConfig, config: Config):
 def load_router(model_cfg: ModelConfig, config: Config):
     role = role_of(model_cfg, config, "router")
     if model_cfg.router_kind == "features":
-        try:
-            module = importlib.import_module("arbitrage.router.feature_router")
-        except ModuleNotFoundError as error:
-            if error.name != "arbitrage.router.feature_router":
-                raise
-            raise ConfigError(
-                f"models.{role}.router_kind 'features' needs arbitrage.router.feature_router, which is not available"
-            ) from None
-        return module.load_feature_router(model_cfg, config)
-    return ClassifierRouter(load_model("AutoModelForSequenceClassification", model_cfg, role), config.separator)
+        from arbitrage.router.feature_router import load_feature_router
+
+        return load_feature_router(model_cfg, config)
+    loaded = load_model("AutoModelForSequenceClassification", model_cfg, role)
+    return ClassifierRouter(loaded, config.separator, annotate=router_annotates(resolve_path(model_cfg.path, role)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from arbitrage.protocols import RouterQuery
 from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel
 
 
@@ -25,12 +26,21 @@ def escalation_probability(logits) -> float:
 
 
 class ClassifierRouter:
-    def __init__(self, loaded: LoadedModel, separator: str):
-        self.loaded, self.separator = loaded, separator
+    """Keeps a KV cache per problem: from one step to the next the router input only
+    grows by the committed step and the new draft, so each call feeds just those tokens.
+
+    `annotate` must match training (a router trained without the Model 0:/Model 1:
+    tags records annotate=false in its router_config.json)."""
+
+    def __init__(self, loaded: LoadedModel, separator: str, *, annotate: bool = True, cached_problems: int = 64):
+        self.loaded, self.separator, self.annotate = loaded, separator, annotate
         self.max_len = _max_input_len(loaded)
+        self.prefixes = PrefixCacheStore(loaded.model.config, cached_problems)
 
     def input_ids(self, query: RouterQuery) -> list[int]:
-        text = format_router_input(query.problem, query.previous_steps, query.draft.text, separator=self.separator)
+        text = format_router_input(
+            query.problem, query.previous_steps, query.draft.text, separator=self.separator, annotate=self.annotate
+        )
         ids = self.loaded.tokenizer(text, add_special_tokens=True)["input_ids"]
         if self.max_len and len(ids) > self.max_len:
             # The pending draft step is at the end; drop the oldest context, keep a BOS.
@@ -42,9 +52,13 @@ class ClassifierRouter:
     def score(self, query: RouterQuery) -> float:
         import torch
 
-        ids = torch.tensor([self.input_ids(query)], device=self.loaded.device)
+        ids = self.input_ids(query)
         with self.loaded.lock, torch.inference_mode():
-            logits = self.loaded.model(input_ids=ids).logits[0]
+            cache, reused, _ = self.prefixes.take(query.problem, ids)
+            feed = torch.tensor([ids[reused:]], device=self.loaded.device)
+            # The classifier pools the last fed token, which is the input's last token.
+            logits = self.loaded.model(input_ids=feed, past_key_values=cache, use_cache=True).logits[0]
+            self.prefixes.put(query.problem, ids, cache)
         return escalation_probability(logits)
 
 
