@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -106,6 +107,9 @@ def test_neural_router_trains_from_a_prm_checkpoint_and_scores(tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert router_metrics(scores, rows[36:])["spearman"] == pytest.approx(best)
     assert best > 0.5
+    saved = json.loads((tmp_path / "router" / "router_config.json").read_text())
+    assert saved["history"] == record["history"] and saved["annotate"] is True
+    assert record["history"][saved["best_epoch"]]["spearman"] == pytest.approx(best)
 
 
 def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):

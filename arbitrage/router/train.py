@@ -127,14 +127,18 @@ def train_router(
             metrics = router_metrics(_scores(model, tokenizer, validation_texts, options), validation_rows)
             history.append({"epoch": epoch, "train_loss": total_loss / len(rows), **metrics})
             rho = metrics["spearman"] if metrics["spearman"] is not None else float("-inf")
+            record = {**asdict(options), "init_checkpoint": str(init_checkpoint), "train_rows": len(rows),
+                      "history": history}
             if best is None or rho > best:
                 best, stale = rho, 0
                 model.save_pretrained(output_dir)
                 tokenizer.save_pretrained(output_dir)
+                record["best_epoch"] = epoch
             else:
                 stale += 1
-                if stale >= options.patience:
-                    break
-    record = {**asdict(options), "init_checkpoint": str(init_checkpoint), "train_rows": len(rows), "history": history}
-    (output_dir / ROUTER_CONFIG_FILE).write_text(json.dumps(record, indent=2))
+                record["best_epoch"] = json.loads((output_dir / ROUTER_CONFIG_FILE).read_text())["best_epoch"]
+            # Written every epoch so a stopped run leaves a consistent directory behind.
+            (output_dir / ROUTER_CONFIG_FILE).write_text(json.dumps(record, indent=2))
+            if stale >= options.patience:
+                break
     return record
