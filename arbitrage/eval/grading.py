@@ -25,6 +25,8 @@ from decimal import Decimal, InvalidOperation
 import sympy
 from math_verify import parse, verify
 
+from arbitrage.graph.answer import BOX_RE, last_boxed
+
 logger = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 400
@@ -46,43 +48,10 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 
 # --- extraction ----------------------------------------------------------------------
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 # A lookahead, so overlapping markers ("Final Answer: The final answer is 5") all match.
 _ANSWER_RE = re.compile(r"(?=\banswer\s*(?:is\b|:|=)\s*:?([^\n]*))", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
-
-
-def _braced(text: str, open_at: int) -> str | None:
-    """Content of the brace group opening at `open_at`, or None if it never closes."""
-    depth = 0
-    i = open_at
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2  # \{ \} \\ are not grouping braces
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-        i += 1
-    return None
-
-
-def _last_boxed(text: str) -> str | None:
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        rest = text[match.end() :]
-        stripped = rest.lstrip()
-        if stripped.startswith("{"):
-            content = _braced(text, len(text) - len(stripped))
-            if content is not None:  # a truncated box is no answer; try an earlier one
-                return content
-        elif stripped and rest[:1].isspace():  # "\boxed 5": one token
-            return stripped.split(None, 1)[0].split("$", 1)[0]
-    return None
 
 
 def _strip_math_delimiters(answer: str) -> str:
@@ -108,7 +77,7 @@ def extract_answer(text: str) -> str | None:
     if not isinstance(text, str):
         return None
     candidates = (
-        lambda: _last_boxed(text),
+        lambda: last_boxed(text),
         lambda: _last_match(_HASH_RE, text),
         lambda: _last_match(_ANSWER_RE, text),
     )
@@ -149,7 +118,7 @@ def _grade(predicted, gold, dataset: str | None) -> bool:
     if predicted is None or gold is None:
         return False
     answer = extract_answer(predicted)
-    if answer is None and "\n" not in predicted.strip() and not _BOX_RE.search(predicted):
+    if answer is None and "\n" not in predicted.strip() and not BOX_RE.search(predicted):
         # The text is itself the answer (a truncated "\boxed{5" is not: it might be 50).
         answer = _strip_math_delimiters(predicted).rstrip(".").strip()
     gold_answer = extract_answer(gold) or _strip_math_delimiters(gold)
