@@ -97,7 +97,7 @@ def run(
     audit: bool = typer.Option(False, help="PRM-score both steps of escalations to count wasted ones"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     threads: Optional[int] = typer.Option(
-        None, min=1, help="torch CPU threads (1 is fastest for small models on a busy machine)"
+        1, min=1, help="torch CPU threads; 1 suits small models (measured 8x faster than 2 on a busy 2-core machine)"
     ),
 ) -> None:
     """Solve problems with the configured policy; results are written as each problem finishes."""
@@ -137,6 +137,7 @@ def graph(
 
 
 def _mount_subcommands() -> None:
+    from arbitrage.eval.cli import report_command, sweep_command
     from arbitrage.lab.cli import lab_app
     from arbitrage.router.cli import router_app
     from arbitrage.servers.cli import serve_command, servers_app
@@ -145,6 +146,8 @@ def _mount_subcommands() -> None:
     app.add_typer(router_app, name="router", help="Router data, training, evaluation and ablations.")
     app.add_typer(servers_app, name="servers", help="Launch, inspect and stop sglang servers from a config.")
     app.command("serve")(serve_command)
+    app.command("sweep")(sweep_command)
+    app.command("report")(report_command)
 
 
 _mount_subcommands()
