@@ -1,0 +1,105 @@
+"""`arbitrage sweep` and `arbitrage report`.
+
+    arbitrage sweep --policies arbitrage,rsd,oracle,draft_only,target_only \\
+        --thresholds "arbitrage=0.1,0.3,0.5;rsd=0.5,0.7,0.9;oracle=-0.1,0,0.1" --limit 300 --output runs/sweep
+    arbitrage report runs/sweep          # plots + runs/sweep/report.html, figures on the terminal
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+DEFAULT_POLICIES = "arbitrage,rsd,oracle,draft_only,target_only"
+
+
+def sweep_command(
+    config: Optional[Path] = typer.Option(None, help="YAML config (default: the shipped lab models)"),
+    data: Optional[str] = typer.Option(None, help="JSONL file or dataset name (default: lab test split)"),
+    dataset: str = typer.Option("auto", help="auto | gsm8k | math500 | jsonl | lab"),
+    fields: Optional[str] = typer.Option(None, help="field mapping for generic JSONL, e.g. problem=q,answer=a"),
+    limit: Optional[int] = typer.Option(None, min=1, help="first N problems"),
+    policies: str = typer.Option(DEFAULT_POLICIES, help="comma-separated policies to run"),
+    thresholds: Optional[str] = typer.Option(
+        None,
+        help="one list for every policy ('0.3,0.5,0.7') or per policy ('arbitrage=0.3,0.5;oracle=-0.1,0'); "
+        "policies without one run at their default; draft_only/target_only run once",
+    ),
+    output: Path = typer.Option(..., help="sweep directory: one sub-directory per run, plus sweep.json"),
+    concurrency: int = typer.Option(1, min=1, help="problems in flight at once (within each run)"),
+    audit: bool = typer.Option(
+        True, help="PRM-score both steps of arbitrage/rsd escalations to count wasted ones (timed apart)"
+    ),
+    progress: bool = typer.Option(True, help="show progress bars"),
+    threads: Optional[int] = typer.Option(1, min=1, help="torch CPU threads (as for `arbitrage run`)"),
+) -> None:
+    """Run every policy/threshold pair on the same problems, loading each model once. Resumable."""
+    from arbitrage.cli import _fail, load_cli_problems, set_torch_threads
+    from arbitrage.config import ConfigError, load_config
+    from arbitrage.eval.run import RunDirectoryError
+    from arbitrage.eval.sweep import parse_thresholds, plan_runs, run_sweep
+
+    set_torch_threads(threads)
+    try:
+        cfg = load_config(config)
+        wanted = [p.strip() for p in policies.split(",") if p.strip()]
+        parsed = parse_thresholds(thresholds)
+        plan_runs(wanted, parsed)  # refuse a bad plan before loading any model or data
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    problems = load_cli_problems(None, data, dataset, fields, limit)
+    try:
+        rows = run_sweep(
+            cfg, problems, output, policies=wanted, thresholds=parsed, concurrency=concurrency,
+            progress=progress, audit=audit,
+        )
+    except (ConfigError, RunDirectoryError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    print_runs(rows, f"sweep -> {output}")
+    Console(stderr=True).print(f"report: arbitrage report {escape(str(output))}", highlight=False, soft_wrap=True)
+
+
+def report_command(
+    directory: Path = typer.Argument(..., help="a sweep directory (sweep.json) or one run directory"),
+    trace_run: Optional[str] = typer.Option(
+        None, help="run whose step traces to show (default: the arbitrage run with the most escalations)"
+    ),
+    max_traces: int = typer.Option(50, min=0, help="most problems shown in the step traces"),
+) -> None:
+    """Write PNG plots and DIR/report.html; print the runs and the trade-off figures."""
+    from arbitrage.cli import _fail
+    from arbitrage.eval.report import build_report, summary_lines
+
+    try:
+        report = build_report(directory, trace_run=trace_run, max_traces=max_traces)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    print_runs(report.rows, f"runs in {directory}")
+    console = Console()
+    for line in summary_lines(report):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    for path in (*report.plots.values(), report.html_path):
+        console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+def print_runs(rows: list[dict], title: str) -> None:
+    from arbitrage.eval.tradeoff import run_latency
+
+    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = Table(title=title)
+    table.add_column("run", no_wrap=True)
+    for header in ("τ", "n", "err", "accuracy", "call rate", "accept rate", "latency s", "wasted esc", "wall s"):
+        table.add_column(header, justify="right")
+    for row in rows:
+        s = row["summary"]
+        table.add_row(
+            row["name"], fmt(row["threshold"]), fmt(s.get("n_problems")), fmt(s.get("n_errors")),
+            fmt(s.get("accuracy")), fmt(s.get("target_call_rate")), fmt(s.get("acceptance_rate")),
+            fmt(run_latency(s)), fmt(s.get("wasted_escalation_rate")), fmt(s.get("wall_s")),
+        )
+    Console().print(table)
