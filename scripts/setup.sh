@@ -12,3 +12,8 @@ fi
 # Pin torch first: an unpinned requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# Headless Chromium renders the HTML report in tests/test_report.py. Installed only when
+# running as root with apt (CI containers, Debian); elsewhere that one test is skipped.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends chromium)
+fi
