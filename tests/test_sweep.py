@@ -201,3 +201,18 @@ def test_sweep_command_refuses_a_bad_plan_before_loading_models(counted_loads, t
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert loads == {}
+
+
+def test_sweep_command_prints_the_skipped_thresholds(counted_loads, tmp_path):
+    world, _, _ = counted_loads
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in world.problems))
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, [
+        "sweep", "--data", str(data), "--dataset", "jsonl", "--limit", "2", "--policies", "arbitrage,oracle",
+        "--thresholds", "-0.1,0.5", "--output", str(out), "--no-progress", "--no-audit",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "arbitrage: threshold -0.1 is outside [0.0, 1.0]; skipped" in " ".join(result.output.split())
+    names = [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]]
+    assert names == ["arbitrage_tau0.50", "oracle_tau-0.10", "oracle_tau0.50"]

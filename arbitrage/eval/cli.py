@@ -49,9 +49,12 @@ def sweep_command(
         cfg = load_config(config)
         wanted = [p.strip() for p in policies.split(",") if p.strip()]
         parsed = parse_thresholds(thresholds)
-        plan_runs(wanted, parsed)  # refuse a bad plan before loading any model or data
+        _, notes = plan_runs(wanted, parsed)  # refuse a bad plan before loading any model or data
     except (ConfigError, ValueError) as error:
         _fail(str(error))
+    err = Console(stderr=True)
+    for note in notes:
+        err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     problems = load_cli_problems(None, data, dataset, fields, limit)
     try:
         rows = run_sweep(
@@ -61,7 +64,7 @@ def sweep_command(
     except (ConfigError, RunDirectoryError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
     print_runs(rows, f"sweep -> {output}")
-    Console(stderr=True).print(f"report: arbitrage report {escape(str(output))}", highlight=False, soft_wrap=True)
+    err.print(f"report: arbitrage report {escape(str(output))}", highlight=False, soft_wrap=True)
 
 
 def report_command(

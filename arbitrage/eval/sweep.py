@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 from rich.console import Console
 
-from arbitrage.config import POLICIES, POLICY_ROLES, THRESHOLD_RANGE, Config, ConfigError
+from arbitrage.config import DEFAULT_THRESHOLD, POLICIES, POLICY_ROLES, THRESHOLD_RANGE, Config, ConfigError
 from arbitrage.eval.run import CONFIG_FILE, SUMMARY_FILE, ProblemLike, run_batch
 from arbitrage.servers.factory import ModelSet, load_models
 
@@ -116,7 +116,7 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
             continue
         wanted = thresholds.get(policy) if isinstance(thresholds, Mapping) else thresholds
         if wanted is None:
-            default = Config(policy=policy).tau
+            default = DEFAULT_THRESHOLD[policy]
             notes.append(f"{policy}: no thresholds given; runs once at its default {default}")
             wanted = [default]
         low, high = allowed
@@ -153,7 +153,8 @@ def run_sweep(
     progress: bool = True,
     audit: bool | None = None,
 ) -> list[dict]:
-    """Run every planned (policy, threshold) pair; return this sweep's rows (also in sweep.json).
+    """Run every planned (policy, threshold) pair; return this sweep's rows (also in sweep.json,
+    with the notes of `plan_runs` on skipped thresholds).
 
     `audit` (default: the config's `audit_escalations`) PRM-scores both steps of every
     arbitrage/rsd escalation so wasted escalations are counted; that PRM time is kept
@@ -176,9 +177,6 @@ def run_sweep(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    if progress:
-        for note in notes:
-            console.print(f"[yellow]note[/yellow] {note}", highlight=False, markup=True)
     rows: list[dict] = []
     for index, run in enumerate(runs, 1):
         if progress:
