@@ -185,3 +185,17 @@ def test_page_renders_in_headless_chromium(sweep_dir, reported, tmp_path):
         return int(np.logical_and.reduce([np.abs(c - v) <= 6 for c, v in zip(channels, rgb)]).sum())
 
     assert count(DRAFT_BORDER) > 500 and count(TARGET_BORDER) > 500  # both kinds of step are drawn
+
+
+def test_report_of_ungraded_runs_and_of_a_run_killed_before_its_summary(tmp_path):
+    world = World(3, seed=1)
+    for problem in world.problems:
+        problem.answer = None
+    run_sweep(Config(), world.problems, tmp_path, policies=["arbitrage", "draft_only"], thresholds=[0.5],
+              models=world.models(), progress=False)
+    (tmp_path / "draft_only" / "summary.json").unlink()
+    report = build_report(tmp_path)
+    assert [row["name"] for row in report.rows] == ["arbitrage_tau0.50"]
+    assert report.analysis["curves"]["target_call_rate"] == {} and report.analysis["speedups"] == {}
+    html = report.html_path.read_text()
+    assert '<details class="problem ungraded"' in html and all(path.exists() for path in report.plots.values())

@@ -152,6 +152,9 @@ def test_rerun_resumes_and_a_wider_sweep_keeps_earlier_rows(counted_loads, tmp_p
     listed = [r["name"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
     assert listed == ["arbitrage_tau0.50", "arbitrage_tau0.70", "draft_only"]
     assert [r["name"] for r in read_runs(tmp_path)] == listed
+    (tmp_path / "sweep.json").unlink()  # without the index, run sub-directories are found by their summary
+    assert [r["name"] for r in read_runs(tmp_path)] == listed
+    assert read_runs(tmp_path / "draft_only")[0]["run_dir"] == "."
 
 
 def test_a_role_missing_from_the_config_is_named_before_anything_runs(tmp_path):

@@ -249,7 +249,9 @@ def read_runs(directory: str | os.PathLike) -> list[dict]:
             listed = json.loads(sweep_file.read_text()).get("runs", [])
         except (json.JSONDecodeError, AttributeError):
             raise ValueError(f"{sweep_file} is not a sweep file (a JSON object with 'runs')") from None
-        run_dirs = [directory / row["run_dir"] for row in listed if (directory / row["run_dir"]).is_dir()]
+        # a run killed before its first summary has nothing to report yet
+        run_dirs = [directory / row["run_dir"] for row in listed
+                    if (directory / row["run_dir"] / SUMMARY_FILE).exists()]
     else:
         run_dirs = sorted(path.parent for path in directory.glob(f"*/{SUMMARY_FILE}"))
     if not run_dirs:
