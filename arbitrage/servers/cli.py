@@ -39,9 +39,17 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to bind; loopback unless you say otherwise"),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="most concurrent requests run as one model call"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="torch CPU threads (several servers on few cores: 1 each)"
+    ),
 ) -> None:
     """Serve one of the config's models over HTTP (completions + scoring), batching concurrent requests."""
     from arbitrage.servers.http_server import serve
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     if role not in ("draft", "target", "prm", "router"):
         _fail(f"--role must be draft, target, prm or router, got {role!r}")

@@ -1,5 +1,6 @@
 """A small JSON-over-HTTP client for model servers: pooled connections, timeouts,
-retries with exponential backoff on connection errors and 5xx, API key from an env var.
+retries with exponential backoff on connection errors and 5xx (not on a reply that is
+merely slow), API key from an env var.
 
 Plain httpx rather than the openai / langchain-openai clients: the scoring endpoints
 (sglang `/classify`, vLLM `/pooling`) are not OpenAI API calls, and for completions we
@@ -47,6 +48,7 @@ class JsonHttpClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -95,9 +97,16 @@ class JsonHttpClient:
                 self._sleep_before(attempt, url, last_problem)
             try:
                 response = self._client.request(method, path, json=payload)
-            except httpx.TimeoutException as error:
-                last_problem = f"timed out ({type(error).__name__})"
+            except httpx.ConnectTimeout as error:
+                last_problem = f"timed out connecting ({type(error).__name__})"
                 continue
+            except httpx.TimeoutException as error:
+                # The server took the request and is still working on it: sending it again
+                # would only add load, so a slow reply is final.
+                raise BackendError(
+                    f"{method} {url} timed out after {self.timeout_s:g}s waiting for the reply "
+                    f"({type(error).__name__}); raise timeout_s if the server is just busy"
+                ) from None
             except httpx.TransportError as error:
                 last_problem = f"connection failed ({type(error).__name__}: {error})"
                 continue

@@ -353,11 +353,14 @@ def _handler_for(server: ModelServer):
                 data = json.dumps(reply, allow_nan=False).encode()
             except ValueError as error:
                 status, data = 500, json.dumps(_error(f"reply not encodable: {error}", "server_error")).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (timeout) or went away
 
         def log_message(self, format: str, *args) -> None:
             if server.verbose:
