@@ -1,6 +1,6 @@
 """Command-line entry points for serving models and managing sglang servers.
 
-    arbitrage serve --config examples/lab_http.yaml --role target --port 8102
+    arbitrage serve --config examples/lab.yaml --role target --port 8102
     arbitrage servers launch --config examples/sglang_llama.yaml --dry-run
     arbitrage servers launch --config examples/sglang_llama.yaml --roles draft,target
     arbitrage servers status
