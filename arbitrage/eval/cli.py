@@ -93,10 +93,10 @@ def report_command(
 def print_runs(rows: list[dict], title: str) -> None:
     from arbitrage.eval.tradeoff import run_latency
 
-    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    table = Table(title=title)
+    fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = Table(title=title, caption="latency: mean per problem, audit PRM time excluded")
     table.add_column("run", no_wrap=True)
-    for header in ("τ", "n", "err", "accuracy", "call rate", "accept rate", "latency s", "wasted esc", "wall s"):
+    for header in ("τ", "n", "err", "acc", "call rate", "accept", "latency s", "wasted", "wall s"):
         table.add_column(header, justify="right")
     for row in rows:
         s = row["summary"]
@@ -105,4 +105,7 @@ def print_runs(rows: list[dict], title: str) -> None:
             fmt(s.get("accuracy")), fmt(s.get("target_call_rate")), fmt(s.get("acceptance_rate")),
             fmt(run_latency(s)), fmt(s.get("wasted_escalation_rate")), fmt(s.get("wall_s")),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: keep every figure whole rather than fit 80 columns
+        console = Console(width=160)
+    console.print(table)
