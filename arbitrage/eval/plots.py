@@ -48,7 +48,7 @@ def _threshold_label(point: CurvePoint) -> str:
 def _tradeoff_figure(
     curves: dict[str, list[CurvePoint]], xlabel: str, title: str, *, x_scale: float = 1.0
 ) -> Figure:
-    figure = Figure(figsize=(8, 5.5), dpi=110, layout="constrained")
+    figure = Figure(figsize=(9.5, 5.5), dpi=110, layout="constrained")
     axes = figure.add_subplot()
     every = [p for points in curves.values() for p in points]
     frontier = pareto_frontier(every)
@@ -83,7 +83,7 @@ def _tradeoff_figure(
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     if every:
-        axes.legend(loc="lower right", fontsize=8)
+        figure.legend(loc="outside right upper", fontsize=8)  # outside: never hides a point
     else:
         axes.text(0.5, 0.5, "no graded runs", ha="center", va="center", transform=axes.transAxes)
     return figure
