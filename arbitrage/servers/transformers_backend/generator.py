@@ -3,6 +3,10 @@
 Each `session` (the problem being solved) keeps the token ids already in its cache.
 The next call tokenizes the new full prefix, keeps the longest common token prefix
 of the cache (so a rejected draft step is cropped away) and feeds only the rest.
+
+`step_batch` continues several prefixes in one padded decode loop (one forward per
+token for the whole batch); each row reuses and refreshes its session's cache just as
+`step` does, so batched and single calls can interleave freely.
 """
 
 from __future__ import annotations
@@ -11,9 +15,15 @@ from typing import Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import SamplingParams, StepOutput
+from arbitrage.servers.batching import StepRequest
+from arbitrage.servers.transformers_backend.batch_cache import supports_row_surgery
+from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 from arbitrage.servers.transformers_backend.prompting import prefix_ids
+from arbitrage.servers.transformers_backend.step_stop import StepStopper
+
+__all__ = ["TransformersGenerator", "choose_token", "eos_token_ids"]
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -26,19 +36,11 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def choose_token(logits, sampling: SamplingParams, rng) -> int:
-    """Greedy at temperature 0, else temperature + nucleus (top_p) sampling."""
-    import torch
-
-    if sampling.greedy:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= sampling.top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        return int(order[torch.multinomial(sorted_probs, 1, generator=rng)])
-    return int(torch.multinomial(probs, 1, generator=rng))
+def pad_token_id(tokenizer, eos_ids: set[int]) -> int:
+    """Any id will do (padding is masked out); the tokenizer's pad, else an EOS."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return min(eos_ids) if eos_ids else 0
 
 
 class TransformersGenerator:
@@ -50,8 +52,10 @@ class TransformersGenerator:
         self.default_sampling = model_cfg.sampling.params()
         self.separator = separator
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.pad_id = pad_token_id(self.tokenizer, self.eos_ids)
         self.sessions = PrefixCacheStore(self.model.config, max_sessions)
         self._last_logits_only = accepts_logits_to_keep(self.model)
+        self._row_surgery = supports_row_surgery(self.model.config)
 
     def step(
         self,
@@ -62,19 +66,32 @@ class TransformersGenerator:
         sampling: SamplingParams | None = None,
         session: str | None = None,
     ) -> StepOutput:
+        return self.step_batch([StepRequest(problem, tuple(steps), max_tokens, sampling, session)])[0]
+
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutput]:
+        """`step` for every request, decoded together; outputs in request order."""
         import torch
 
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        sampling = sampling or self.default_sampling
-        ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)
-        if not ids:
-            raise ValueError("the rendered prompt is empty; nothing to condition on")
+        if not requests:
+            return []
+        stoppers = [StepStopper(self.tokenizer, self.separator, self.eos_ids, r.max_tokens) for r in requests]
+        prompts = [self._prefix_ids(r.problem, r.steps) for r in requests]
+        samplings = [r.sampling or self.default_sampling for r in requests]
+        # Without row surgery a batch cannot hold per-row caches: its rows prefill afresh.
+        reuse = self._row_surgery or len(requests) == 1
         with self.loaded.lock, torch.inference_mode():
-            cache, fed, _ = self.sessions.take(session, ids)
-            output, cache_ids = self._decode(ids, cache, fed, max_tokens, sampling)
-            self.sessions.put(session, cache_ids, cache)
-        return output
+            rows = []
+            for request, ids, stopper, sampling in zip(requests, prompts, stoppers, samplings):
+                cache, reused, _ = self.sessions.take(request.session if reuse else None, ids)
+                rows.append(Row(ids, cache, reused, stopper, sampling, seeded_rng(sampling, self.loaded.device)))
+            decoded = decode_rows(
+                self.model, rows, device=self.loaded.device, pad_id=self.pad_id,
+                last_logits_only=self._last_logits_only, row_surgery=self._row_surgery,
+            )
+            for request, result in zip(requests, decoded):
+                if result.cache is not None:
+                    self.sessions.put(request.session, result.cache_ids, result.cache)
+        return [result.output for result in decoded]
 
     def end_session(self, session: str) -> None:
         with self.loaded.lock:
@@ -85,36 +102,8 @@ class TransformersGenerator:
         with self.loaded.lock:
             return self.sessions.cached_tokens(session)
 
-    def _decode(self, ids: list[int], cache, fed: int, max_tokens: int, sampling: SamplingParams):
-        import torch
-
-        device = self.loaded.device
-        rng = None
-        if not sampling.greedy and sampling.seed is not None:
-            rng = torch.Generator(device=device).manual_seed(sampling.seed)
-        extra = {"logits_to_keep": 1} if self._last_logits_only else {}
-        feed = ids[fed:]
-        generated: list[int] = []
-        logprobs: list[float] = []
-        text, finish = "", "length"
-        while len(generated) < max_tokens:
-            out = self.model(
-                input_ids=torch.tensor([feed], device=device), past_key_values=cache, use_cache=True, **extra
-            )
-            logits = out.logits[0, -1].float()
-            token = choose_token(logits, sampling, rng)
-            logprobs.append(float(torch.log_softmax(logits, dim=-1)[token]))
-            generated.append(token)
-            if token in self.eos_ids:
-                finish = "eos"
-                text = self.tokenizer.decode(generated[:-1], skip_special_tokens=True)
-                break
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            if self.separator in text:
-                finish = "separator"
-                text = text.split(self.separator, 1)[0]
-                break
-            feed = [token]
-        # The last chosen token was never fed, so the cache holds everything before it.
-        cache_ids = ids + generated[:-1]
-        return StepOutput(text=text, num_tokens=len(generated), finish_reason=finish, token_logprobs=logprobs), cache_ids
+    def _prefix_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
+        ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)
+        if not ids:
+            raise ValueError("the rendered prompt is empty; nothing to condition on")
+        return ids

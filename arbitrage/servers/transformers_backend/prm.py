@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
+from arbitrage.servers.transformers_backend.batch_cache import extract_row, padded_forward, start_batch, supports_row_surgery
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 
@@ -67,29 +68,52 @@ def _logits(output):
 
 class SkyworkPRM:
     """Keeps a KV cache per problem: the graph re-scores a growing prefix with a new
-    last step, so each call feeds only the tokens after the longest shared prefix."""
+    last step, so each call feeds only the tokens after the longest shared prefix.
+    `score_batch` scores several problems in one left-padded forward, each reusing and
+    refreshing its own cache."""
 
-    def __init__(self, loaded: LoadedModel, separator: str, *, cached_problems: int = 8):
+    # Room for every problem a concurrent run keeps in flight, as the generator's sessions.
+    def __init__(self, loaded: LoadedModel, separator: str, *, cached_problems: int = 64):
         self.loaded, self.separator = loaded, separator
         labels = loaded.model.config.num_labels
         if labels != 1:
             raise ValueError(f"prm_style 'skywork' needs a one-label value head; the checkpoint has {labels} labels")
         self.prefixes = PrefixCacheStore(loaded.model.config, cached_problems)
+        self._row_surgery = supports_row_surgery(loaded.model.config)
+        pad = loaded.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else 0  # masked out, so any id will do
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        return self.score_batch([(problem, steps)])[0]
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """`score` for every (problem, steps) item, in one forward; items without steps get []."""
         import torch
 
-        if not steps:
-            return []
-        ids, positions = skywork_input_ids(self.loaded.tokenizer, problem, steps, self.separator)
+        scored = [i for i, (_, steps) in enumerate(items) if steps]
+        results: list[list[float]] = [[] for _ in items]
+        if not scored:
+            return results
+        problems = [items[i][0] for i in scored]
+        encoded = [skywork_input_ids(self.loaded.tokenizer, items[i][0], items[i][1], self.separator) for i in scored]
+        # Without row surgery a batch cannot hold per-problem caches: it scores afresh.
+        reuse = self._row_surgery or len(scored) == 1
+        config = self.loaded.model.config
         with self.loaded.lock, torch.inference_mode():
-            cache, reused, values = self.prefixes.take(problem, ids)
-            feed = torch.tensor([ids[reused:]], device=self.loaded.device)
-            output = self.loaded.model(input_ids=feed, past_key_values=cache, use_cache=True)
-            new_values = _logits(output)[0, :, 0].float()
-            values = torch.cat([values[:reused], new_values]) if reused else new_values
-            self.prefixes.put(problem, ids, cache, values)
-        return torch.sigmoid(values[positions]).tolist()
+            taken = [self.prefixes.take(p if reuse else None, ids) for p, (ids, _) in zip(problems, encoded)]
+            reused = [n for _, n, _ in taken]
+            cache, feed, mask = start_batch(
+                config, [c for c, _, _ in taken], reused, [ids[n:] for (ids, _), n in zip(encoded, reused)],
+                pad_id=self._pad_id, device=self.loaded.device,
+            )
+            batch_values = _logits(padded_forward(self.loaded.model, feed, mask, cache))[:, :, 0].float()
+            for row, (problem, (ids, positions), (_, n, old_values)) in enumerate(zip(problems, encoded, taken)):
+                new_values = batch_values[row, feed.shape[1] - (len(ids) - n) :]
+                values = torch.cat([old_values[:n], new_values]) if n else new_values
+                if reuse:
+                    self.prefixes.put(problem, ids, extract_row(config, cache, row, mask[row]), values)
+                results[scored[row]] = torch.sigmoid(values[positions]).tolist()
+        return results
 
 
 class QwenPRM:

@@ -3,8 +3,11 @@ paper's annotated input text."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from arbitrage.protocols import RouterQuery
 from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.transformers_backend.batch_cache import extract_row, padded_forward, start_batch, supports_row_surgery
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel
 
@@ -36,6 +39,8 @@ class ClassifierRouter:
         self.loaded, self.separator, self.annotate = loaded, separator, annotate
         self.max_len = _max_input_len(loaded)
         self.prefixes = PrefixCacheStore(loaded.model.config, cached_problems)
+        self._row_surgery = supports_row_surgery(loaded.model.config)
+        self._pad_id = loaded.model.config.get_text_config().pad_token_id
 
     def input_ids(self, query: RouterQuery) -> list[int]:
         text = format_router_input(
@@ -50,16 +55,33 @@ class ClassifierRouter:
         return ids
 
     def score(self, query: RouterQuery) -> float:
+        return self.score_batch([query])[0]
+
+    def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]:
+        """`score` for every query, in one left-padded forward, each reusing its problem's cache."""
         import torch
 
-        ids = self.input_ids(query)
+        if not queries:
+            return []
+        if len(queries) > 1 and self._pad_id is None:
+            # The classifier finds each row's last token by the pad id; without one it refuses batches.
+            return [self.score(query) for query in queries]
+        ids_list = [self.input_ids(query) for query in queries]
+        reuse = self._row_surgery or len(queries) == 1
+        config = self.loaded.model.config
         with self.loaded.lock, torch.inference_mode():
-            cache, reused, _ = self.prefixes.take(query.problem, ids)
-            feed = torch.tensor([ids[reused:]], device=self.loaded.device)
-            # The classifier pools the last fed token, which is the input's last token.
-            logits = self.loaded.model(input_ids=feed, past_key_values=cache, use_cache=True).logits[0]
-            self.prefixes.put(query.problem, ids, cache)
-        return escalation_probability(logits)
+            taken = [self.prefixes.take(q.problem if reuse else None, ids) for q, ids in zip(queries, ids_list)]
+            reused = [n for _, n, _ in taken]
+            cache, feed, mask = start_batch(
+                config, [c for c, _, _ in taken], reused, [ids[n:] for ids, n in zip(ids_list, reused)],
+                pad_id=self._pad_id if self._pad_id is not None else 0, device=self.loaded.device,
+            )
+            # The classifier pools the last non-pad token of each row: its input's last token.
+            logits = padded_forward(self.loaded.model, feed, mask, cache).logits
+            if reuse:
+                for row, (query, ids) in enumerate(zip(queries, ids_list)):
+                    self.prefixes.put(query.problem, ids, extract_row(config, cache, row, mask[row]))
+        return [escalation_probability(row_logits) for row_logits in logits]
 
 
 def _max_input_len(loaded: LoadedModel) -> int | None:
