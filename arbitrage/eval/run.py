@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from arbitrage.config import Config
 from arbitrage.eval.metrics import summarize
 from arbitrage.servers.factory import ModelSet, load_models
+from arbitrage.servers.inprocess_batching import close_batching, wrap_batching
 from arbitrage.solver import Solver
 
 RESULTS_FILE = "results.jsonl"
@@ -134,8 +135,13 @@ def run_batch(
     results_path = output_dir / RESULTS_FILE
     done = _resume(results_path, set(ids))
     todo = [p for p in problems if p.id not in done]
+    batched = None
     if solver is None:
-        solver = Solver(config, models if models is not None else load_models(config))
+        models = models if models is not None else load_models(config)
+        if concurrency > 1:
+            # Problems in flight share one forward per decode step (models that can batch).
+            models = batched = wrap_batching(models, max_batch=concurrency)
+        solver = Solver(config, models)
 
     previous_wall = _previous_wall(output_dir / SUMMARY_FILE) if done else 0.0
     start = time.perf_counter()
@@ -159,6 +165,8 @@ def run_batch(
                     raise
     finally:
         writer.close()
+        if batched is not None:
+            close_batching(batched)
         wall = previous_wall + time.perf_counter() - start
         ordered = [done[i] for i in ids if i in done] + [r for i, r in done.items() if i not in set(ids)]
         summary = summarize(ordered, wall_s=wall)
