@@ -315,3 +315,21 @@ def test_factory_builds_http_models_from_config(serve):
     router = load_model("router", config.models.router, config)
     query = RouterQuery("p", [], StepOutput("d", 1, "eos", []))
     assert router.score(query) == ToyRouter().score(query)
+
+
+def test_prm_batches_last_step_requests_through_score_batch(serve):
+    class BatchingPRM(ToyPRM):
+        def __init__(self):
+            self.batches = []
+
+        def score_batch(self, items):
+            self.batches.append(len(items))
+            time.sleep(0.05)
+            return [self.score(problem, steps) for problem, steps in items]
+
+    prm = BatchingPRM()
+    remote = HttpPRM(_client_cfg(serve("prm", prm).url), SEP)
+    with ThreadPoolExecutor(8) as pool:
+        lasts = list(pool.map(lambda i: remote.score_last(f"p{i}", ["a", "b"]), range(8)))
+    assert lasts == [ToyPRM().score(f"p{i}", ["a", "b"])[-1] for i in range(8)]
+    assert max(prm.batches) > 1

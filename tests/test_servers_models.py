@@ -179,26 +179,3 @@ def test_router_over_sglang_wire_equals_in_process(dirs):
         assert remote.score(query) == pytest.approx(local.score(query), abs=1e-6)
     finally:
         sglang.stop()
-
-
-def test_batched_steps_equal_single_steps(dirs):
-    from arbitrage.protocols import SamplingParams
-    from arbitrage.servers.batched_steps import BatchedTransformersGenerator, with_batched_steps
-    from arbitrage.servers.batching import StepRequest
-
-    local = load_generator(ModelConfig(path=str(dirs["memorising"]), prompt=PROMPT), CONFIG)
-    batched = with_batched_steps(local)
-    assert isinstance(batched, BatchedTransformersGenerator)
-    requests = [
-        StepRequest("2+3", (), 24),
-        StepRequest("2+3", ("First add 2 and 3.",), 24),
-        StepRequest("2+3", (), 5),  # hits its cap while the others run on
-        StepRequest("7+1", ("a longer made-up previous step",), 30),
-        StepRequest("2+3", (), 24, SamplingParams(temperature=0.9, seed=7)),
-    ]
-    outputs = batched.step_batch(requests)
-    for request, output in zip(requests, outputs):
-        single = local.step(request.problem, list(request.steps), max_tokens=request.max_tokens, sampling=request.sampling)
-        assert (output.text, output.num_tokens, output.finish_reason) == (single.text, single.num_tokens, single.finish_reason)
-        assert output.token_logprobs == pytest.approx(single.token_logprobs, abs=1e-4)
-    assert [o.finish_reason for o in outputs[:3]] == ["separator", "eos", "length"]

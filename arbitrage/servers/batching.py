@@ -167,8 +167,11 @@ def prm_batcher(prm, **options) -> Batcher[tuple[str, tuple[str, ...], bool], li
         return list(prm.score(problem, list(steps)))
 
     def run_batch(items):
-        if isinstance(prm, BatchedPRM) and not any(last_only for _, _, last_only in items):
-            return prm.score_batch([(problem, steps) for problem, steps, _ in items])
+        wants_last = any(last_only for _, _, last_only in items)
+        # A PRM with its own score_last (a judge) is cheaper per item than a batched score.
+        if isinstance(prm, BatchedPRM) and not (wants_last and hasattr(prm, "score_last")):
+            rewards = prm.score_batch([(problem, list(steps)) for problem, steps, _ in items])
+            return [[r[-1]] if last_only else list(r) for r, (_, _, last_only) in zip(rewards, items)]
         return [run_one(item) for item in items]
 
     return Batcher(run_batch, run_one, name="prm-batcher", **options)

@@ -377,10 +377,6 @@ def serve(role: str, config: Config, *, host: str = "127.0.0.1", port: int, max_
     if model_cfg is None:
         raise ValueError(f"the config has no models.{role} to serve")
     model = load_model(role, model_cfg, config)
-    if role in GENERATOR_ROLES:
-        from arbitrage.servers.batched_steps import with_batched_steps
-
-        model = with_batched_steps(model)
     server = ModelServer(role, model, config=config, model_cfg=model_cfg, host=host, port=port, max_batch=max_batch, verbose=verbose)
     if on_ready is not None:
         on_ready(server)
