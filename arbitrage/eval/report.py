@@ -156,7 +156,7 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.
 h1 { font-size: 1.5em; } h2 { border-bottom: 2px solid #e5e7eb; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 12px; margin: .5em 0; background: #fff; }
 th, td { border: 1px solid #d1d5db; padding: .2em .4em; text-align: right; }
-th { background: #f3f4f6; } td.text, th.text { text-align: left; }
+th { background: #f3f4f6; } td.text, th.text { text-align: left; } td { white-space: nowrap; }
 .wide { overflow-x: auto; }
 .plots img { max-width: 100%; border: 1px solid #e5e7eb; background: #fff; margin: .4em 0; }
 .figures li { margin: .3em 0; }
@@ -173,7 +173,10 @@ def _cell(value, tooltip: str = "") -> str:
 
 
 def summary_table_html(rows: Sequence[dict]) -> str:
-    head = "".join(f'<th title="{escape(tip)}">{escape(name)}</th>' for name, _, tip in SUMMARY_COLUMNS)
+    head = "".join(
+        f'<th class="{"text" if name == "run" else "num"}" title="{escape(tip)}">{escape(name)}</th>'
+        for name, _, tip in SUMMARY_COLUMNS
+    )
     body = "".join(
         "<tr>" + "".join(_cell(get(row), tip) for _, get, tip in SUMMARY_COLUMNS) + "</tr>" for row in rows
     )
@@ -227,8 +230,8 @@ def _wasted_table(wasted: dict) -> str:
             f"<th>{entry['scored']}</th><th>{entry['wasted']}</th><th>{_num(entry['rate'], 3)}</th></tr>"
         )
     return (
-        "<table><tr><th>policy</th><th>run</th><th>escalated steps</th><th>scored escalations</th>"
-        f"<th>wasted</th><th>wasted rate</th></tr>{''.join(rows)}</table>"
+        '<table><tr><th class="text">policy</th><th class="text">run</th><th>escalated steps</th>'
+        f"<th>scored escalations</th><th>wasted</th><th>wasted rate</th></tr>{''.join(rows)}</table>"
     )
 
 
