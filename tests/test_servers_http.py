@@ -324,7 +324,9 @@ def test_prm_batches_last_step_requests_through_score_batch(serve):
 
         def score_batch(self, items):
             self.batches.append(len(items))
-            time.sleep(0.05)
+            # Hold the first batch long enough that the other requests queue behind it,
+            # even when a busy machine is slow to start the client threads.
+            time.sleep(0.5 if len(self.batches) == 1 else 0.05)
             return [self.score(problem, steps) for problem, steps in items]
 
     prm = BatchingPRM()
