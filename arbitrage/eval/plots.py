@@ -41,6 +41,11 @@ NODE_COLORS = {
 NODE_LABELS = {"prm_audit": "prm (audit only, not policy cost)", "graph_overhead": "graph overhead"}
 
 
+# Each policy's threshold labels sit on a different side of its points, so curves that
+# pass close to each other do not print their labels on top of one another.
+_LABEL_OFFSETS = [(4, -11), (4, 5), (-34, 5), (-34, -11)]
+
+
 def _threshold_label(point: CurvePoint) -> str:
     return "" if point.threshold is None else f"τ={point.threshold:g}"
 
@@ -62,8 +67,9 @@ def _tradeoff_figure(
             [p.x * x_scale for p in frontier], [p.accuracy for p in frontier], s=190, facecolors="none",
             edgecolors="black", linewidths=1.2, zorder=2, label="Pareto frontier (all runs)",
         )
-    for policy, points in curves.items():
+    for index, (policy, points) in enumerate(curves.items()):
         color = POLICY_COLORS.get(policy, "#333333")
+        offset = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]
         if all(p.threshold is not None for p in points):
             # A curve traced by the threshold: joining by x would zig-zag where latencies are close.
             points = sorted(points, key=lambda p: p.threshold)
@@ -77,7 +83,7 @@ def _tradeoff_figure(
             label = _threshold_label(point)
             if label:
                 axes.annotate(label, (point.x * x_scale, point.accuracy), textcoords="offset points",
-                              xytext=(4, -11), fontsize=7, color=color)
+                              xytext=offset, fontsize=7, color=color)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("accuracy (fraction of problems correct)")
     axes.set_title(title)

@@ -111,12 +111,9 @@ def check_text(check: dict, head: str) -> str:
     if check["holds"] is None:
         return f"{head}: not measurable (the curves share no call rate in the range)"
     worst = check["min_margin"]
-    verdict = "holds" if check["holds"] else "FAILS"
     failing = sum(1 for g in check["grid"] if g["margin"] is not None and g["margin"] < -1e-9)
-    text = (
-        f"{head}: {verdict} at {check['compared'] - failing}/{check['compared']} compared rates "
-        f"(smallest margin {worst['margin']:+.3f} at rate {worst['rate']:.3g})"
-    )
+    verdict = f"holds at all {check['compared']}" if check["holds"] else f"FAILS at {failing} of {check['compared']}"
+    text = f"{head}: {verdict} compared rates (smallest margin {worst['margin']:+.3f} at rate {worst['rate']:.3g})"
     if check["uncovered"]:
         text += f"; not compared (outside a curve's swept rates): {', '.join(f'{r:.3g}' for r in check['uncovered'])}"
     return text
