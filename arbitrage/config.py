@@ -193,6 +193,8 @@ class Config(_Strict):
 
     def required_models(self) -> dict[str, ModelConfig]:
         roles = POLICY_ROLES[self.policy]
+        if self.audit_escalations and "prm" not in roles and "draft" in roles and "target" in roles:
+            roles = roles + ("prm",)  # auditing escalations scores both steps with the PRM
         missing = [role for role in roles if self.models.get(role) is None]
         if missing:
             raise ConfigError(

@@ -69,3 +69,9 @@ def test_overrides_reset_threshold_to_the_new_policy_default():
     config = Config(policy="rsd", threshold=0.9).with_overrides(policy="arbitrage")
     assert config.tau == 0.5
     assert Config().with_overrides(policy="rsd", threshold=0.2).tau == 0.2
+
+
+def test_auditing_escalations_requires_the_prm():
+    assert "prm" not in Config(policy="arbitrage").required_models()
+    assert "prm" in Config(policy="arbitrage", audit_escalations=True).required_models()
+    assert "prm" not in Config(policy="draft_only", audit_escalations=True).required_models()
