@@ -21,6 +21,8 @@ from arbitrage.eval.run import read_results, run_batch
 from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, last_step_reward
 from arbitrage.servers.batching import StepRequest
 from arbitrage.servers.factory import ModelSet
+from arbitrage.servers.transformers_backend.batch_cache import length_groups
+from arbitrage.servers.transformers_backend.growing_cache import GrowingLayer, new_cache
 from arbitrage.servers.inprocess_batching import BatchingGenerator, BatchingPRM, BatchingRouter, batching, wrap_batching
 from arbitrage.servers.transformers_backend import load_generator, load_prm, load_router
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
@@ -141,7 +143,8 @@ def test_finished_rows_leave_the_batch(dirs):
         shapes.handle.remove()
     assert [o.text for o in outputs] == ["F", "Fi", "First"]
     prompt = len(prefix_ids(gen.tokenizer, PROMPT, "2+3", [], "\n\n"))
-    assert shapes.shapes == [(3, prompt), (2, 1), (1, 1), (1, 1), (1, 1)]
+    # Long prompts are prefilled row by row (not padded together), then one batch decodes.
+    assert shapes.shapes == [(1, prompt - 1)] * 3 + [(3, 1), (2, 1), (1, 1), (1, 1), (1, 1)]
 
 
 def test_sampled_rows_keep_their_own_seeds_beside_greedy_rows(dirs):
@@ -153,6 +156,37 @@ def test_sampled_rows_keep_their_own_seeds_beside_greedy_rows(dirs):
         assert_same_step(a, single(gen, request))
         assert_same_step(a, b)  # the seed, not the row's place in the batch, decides
     assert len({o.text for o in first[:3]}) > 1
+
+
+def test_growing_cache_appends_in_place_and_matches_the_dynamic_cache(dirs):
+    from transformers import DynamicCache
+
+    model = generator(dirs["causal1"]).model
+    ids = torch.arange(5, 60).reshape(1, -1)
+    plain, growing = DynamicCache(config=model.config), new_cache(model.config)
+    assert all(isinstance(layer, GrowingLayer) for layer in growing.layers)
+
+    def both(feed):
+        with torch.inference_mode():
+            a = model(input_ids=feed, past_key_values=plain, use_cache=True).logits
+            b = model(input_ids=feed, past_key_values=growing, use_cache=True).logits
+        assert torch.equal(a, b)
+
+    both(ids[:, :30])
+    buffer = growing.layers[0]._key_buffer.data_ptr()
+    for t in range(30, 40):
+        both(ids[:, t : t + 1])
+    assert growing.layers[0].keys.data_ptr() == buffer  # appended in place, no copy
+    plain.crop(-6), growing.crop(-6)  # a rejected step, then a different one
+    both(ids[:, 45:55])
+    assert growing.get_seq_length() == plain.get_seq_length() == 44
+    plain.batch_repeat_interleave(2), growing.batch_repeat_interleave(2)  # a new tensor: a new buffer
+    both(ids[:, :2].repeat(2, 1))
+
+
+def test_length_groups_bound_padding():
+    assert length_groups([300, 1, 2, 1, 290, 40, 25]) == [[0, 4], [5, 6], [2, 1, 3]]
+    assert length_groups([5]) == [[0]] and length_groups([]) == []
 
 
 def test_step_batch_rejects_bad_requests(dirs):
@@ -205,24 +239,26 @@ def test_skywork_score_batch_equals_score_and_reuses_each_problems_cache(dirs):
     assert prm.loaded is reference.loaded and prm.prefixes is not reference.prefixes
     rounds = [
         [("2+3?", ["Add 2."]), ("a longer problem text", ["One.", "Two steps in."]), ("q", [])],
-        [("2+3?", ["Add 2.", "Draft."]), ("a longer problem text", ["One.", "Two steps in.", "3"]), ("new", ["n"])],
-        [("2+3?", ["Add 2.", "Target!"]), ("new", ["n", "m"])],
+        [("2+3?", ["Add 2.", "Draft."]), ("a longer problem text", ["One.", "Two steps in.", "3 is it"]), ("new", ["n"])],
+        [("2+3?", ["Add 2.", "Target!"]), ("new", ["n", "more"])],
     ]
+    forwards = [2, 1, 1]  # the first round's uncached parts differ too much in length to share a forward
     shapes = BatchShapes(prm.loaded.model)
     try:
-        for items in rounds:
+        for items, expected_forwards in zip(rounds, forwards):
             shapes.shapes.clear()
             batched = prm.score_batch(items)
-            assert len(shapes.shapes) == 1 and shapes.shapes[0][0] == sum(1 for _, s in items if s)  # one forward
+            fed = list(shapes.shapes)
+            assert len(fed) == expected_forwards and sum(rows for rows, _ in fed) == sum(1 for _, s in items if s)
             assert [len(r) for r in batched] == [len(steps) for _, steps in items]
             for (problem, steps), rewards in zip(items, batched):
-                reference.prefixes = type(reference.prefixes)(reference.loaded.model.config, 1)  # no cache: a full forward
+                reference.prefixes.clear()  # no cache: a full forward
                 assert rewards == pytest.approx(reference.score(problem, steps), abs=1e-5)
         # The last round fed only each problem's new step (its cache held the rest).
         tokenizer = prm.loaded.tokenizer
         new = [len(skywork_input_ids(tokenizer, p, s, "\n\n")[0]) - len(skywork_input_ids(tokenizer, p, s[:-1], "\n\n")[0])
                for p, s in rounds[2]]
-        assert shapes.shapes[0] == (2, max(new))
+        assert new == [len("Target!\n\n"), len("more\n\n")] and fed == [(2, max(new))]
     finally:
         shapes.handle.remove()
     assert prm.score_batch([("q", [])]) == [[]]
@@ -242,7 +278,7 @@ def test_router_score_batch_equals_score(dirs, labels):
         ]
         batched = router.score_batch(queries)
         for query, score in zip(queries, batched):
-            reference.prefixes = type(reference.prefixes)(reference.loaded.model.config, 1)
+            reference.prefixes.clear()
             assert score == pytest.approx(reference.score(query), abs=1e-5)
         assert router.prefixes.cached_tokens("q") == len(router.input_ids(queries[2]))
 

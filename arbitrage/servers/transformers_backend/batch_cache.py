@@ -21,6 +21,20 @@ def supports_row_surgery(model_config) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model_config).layers)
 
 
+def length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices grouped for padded forwards: longest first, a row joins the current
+    group while it is at least half the group's longest, so padding at most doubles the
+    tokens fed. A new problem's prompt thus does not pad the one-step rows around it (on
+    CPU a long batched prefill saves nothing over prefilling the rows one by one)."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and 2 * lengths[index] >= lengths[groups[-1][0]]:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
 def start_batch(model_config, caches: Sequence, reused: Sequence[int], suffixes: Sequence[list[int]], *, pad_id: int, device):
     """(batch cache, input ids, attention mask) for rows whose caches hold `reused` tokens
     and whose `suffixes` are still to be fed. Each mask row reads
@@ -49,37 +63,36 @@ def padded_forward(model, feed, mask, cache, **kwargs):
 def merge_rows(model_config, caches: Sequence, lengths: Sequence[int]):
     """One batch cache from per-row caches holding `lengths` tokens each, left-padded
     with zeros to the longest. A single row's cache is used as is."""
-    import torch
-    from transformers import DynamicCache
+    from arbitrage.servers.transformers_backend.growing_cache import filled_cache, new_cache
 
     longest = max(lengths)
     if len(caches) == 1:
         return caches[0]
     if longest == 0:
-        return DynamicCache(config=model_config)
+        return new_cache(model_config)
     template = next(cache for cache, n in zip(caches, lengths) if n > 0).layers
     layers = []
     for index, layer in enumerate(template):
-        keys, values = [], []
-        for cache, n in zip(caches, lengths):
-            pad = (1, layer.keys.shape[1], longest - n, layer.keys.shape[3])
-            row_keys = cache.layers[index].keys if n else layer.keys[:1, :, :0]
-            row_values = cache.layers[index].values if n else layer.values[:1, :, :0]
-            keys.append(torch.cat([layer.keys.new_zeros(pad), row_keys], dim=2))
-            values.append(torch.cat([layer.values.new_zeros(pad), row_values], dim=2))
-        layers.append((torch.cat(keys), torch.cat(values)))
-    return DynamicCache(ddp_cache_data=layers, config=model_config)
+        batch_kv = []
+        for part in ("keys", "values"):
+            like = getattr(layer, part)
+            merged = like.new_zeros(len(caches), like.shape[1], longest, like.shape[3])
+            for row, (cache, n) in enumerate(zip(caches, lengths)):
+                if n:
+                    merged[row, :, longest - n :] = getattr(cache.layers[index], part)[0]
+            batch_kv.append(merged)
+        layers.append(tuple(batch_kv))
+    return filled_cache(model_config, layers)
 
 
 def extract_row(model_config, cache, row: int, row_mask):
     """Row `row`'s tokens (where `row_mask` is 1) as a cache of their own."""
-    from transformers import DynamicCache
+    from arbitrage.servers.transformers_backend.growing_cache import filled_cache
 
     if cache.layers[0].keys.shape[0] == 1 and bool(row_mask.all()):
         return cache
     keep = row_mask.nonzero().flatten()
-    layers = [(layer.keys[row : row + 1, :, keep], layer.values[row : row + 1, :, keep]) for layer in cache.layers]
-    return DynamicCache(ddp_cache_data=layers, config=model_config)
+    return filled_cache(model_config, [(layer.keys[row : row + 1, :, keep], layer.values[row : row + 1, :, keep]) for layer in cache.layers])
 
 
 def keep_rows(cache, mask, rows: list[int], *, trim: bool):

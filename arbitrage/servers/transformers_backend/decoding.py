@@ -63,11 +63,13 @@ def decode_rows(model, rows: list[Row], *, device, pad_id: int, last_logits_only
     empty caches, and their caches are not returned."""
     import torch
 
+    keep_logits = {"logits_to_keep": 1} if last_logits_only else {}
+    if row_surgery and len(rows) > 1:
+        _prefill_long_rows_alone(model, rows, device=device, keep_logits=keep_logits)
     cache, feed, mask = start_batch(
         model.config, [row.cache for row in rows], [row.reused for row in rows],
         [row.ids[row.reused :] for row in rows], pad_id=pad_id, device=device,
     )
-    keep_logits = {"logits_to_keep": 1} if last_logits_only else {}
     live = list(range(len(rows)))  # the rows still in the batch, in batch order
     done: list[Decoded | None] = [None] * len(rows)
     while live:
@@ -100,3 +102,21 @@ def decode_rows(model, rows: list[Row], *, device, pad_id: int, last_logits_only
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
     return done
 
+
+
+# Fed in one padded batch, a new problem's prompt would pad every other row (most need a
+# single token) to its length: on CPU a batched prefill cost more per row than the same
+# rows prefilled one by one, and the padding multiplied that.
+PREFILL_ALONE_FROM = 8
+
+
+def _prefill_long_rows_alone(model, rows: list[Row], *, device, keep_logits: dict) -> None:
+    """Feed all but the last uncached token of each long row through its own cache, so
+    the batch starts with short suffixes only."""
+    import torch
+
+    for row in rows:
+        if len(row.ids) - row.reused - 1 >= PREFILL_ALONE_FROM:
+            feed = torch.tensor([row.ids[row.reused : -1]], device=device)
+            model(input_ids=feed, past_key_values=row.cache, use_cache=True, **keep_logits)
+            row.reused = len(row.ids) - 1

@@ -28,7 +28,7 @@ class PrefixCacheStore:
 
         The entry is removed: if the forward fails midway, no half-updated cache stays.
         """
-        from transformers import DynamicCache
+        from arbitrage.servers.transformers_backend.growing_cache import new_cache
 
         entry = self._entries.pop(key, None) if key is not None else None
         if entry is not None:
@@ -38,7 +38,7 @@ class PrefixCacheStore:
                 if keep < len(cached_ids):
                     cache.crop(keep - len(cached_ids))
                 return cache, keep, payload
-        return DynamicCache(config=self.model_config), 0, None
+        return new_cache(self.model_config), 0, None
 
     def put(self, key: str | None, ids: list[int], cache, payload: Any = None) -> None:
         if key is None:
@@ -49,6 +49,9 @@ class PrefixCacheStore:
 
     def drop(self, key: str) -> None:
         self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
     def cached_tokens(self, key: str) -> int:
         entry = self._entries.get(key)

@@ -20,7 +20,9 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.servers.transformers_backend.batch_cache import extract_row, padded_forward, start_batch, supports_row_surgery
+from arbitrage.servers.transformers_backend.batch_cache import (
+    extract_row, length_groups, padded_forward, start_batch, supports_row_surgery,
+)
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
 
@@ -87,32 +89,31 @@ class SkyworkPRM:
         return self.score_batch([(problem, steps)])[0]
 
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """`score` for every (problem, steps) item, in one forward; items without steps get []."""
+        """`score` for every (problem, steps) item; items without steps get []. Items whose
+        uncached parts are of similar length share one padded forward."""
         import torch
 
         scored = [i for i, (_, steps) in enumerate(items) if steps]
         results: list[list[float]] = [[] for _ in items]
-        if not scored:
-            return results
-        problems = [items[i][0] for i in scored]
         encoded = [skywork_input_ids(self.loaded.tokenizer, items[i][0], items[i][1], self.separator) for i in scored]
         # Without row surgery a batch cannot hold per-problem caches: it scores afresh.
         reuse = self._row_surgery or len(scored) == 1
         config = self.loaded.model.config
         with self.loaded.lock, torch.inference_mode():
-            taken = [self.prefixes.take(p if reuse else None, ids) for p, (ids, _) in zip(problems, encoded)]
-            reused = [n for _, n, _ in taken]
-            cache, feed, mask = start_batch(
-                config, [c for c, _, _ in taken], reused, [ids[n:] for (ids, _), n in zip(encoded, reused)],
-                pad_id=self._pad_id, device=self.loaded.device,
-            )
-            batch_values = _logits(padded_forward(self.loaded.model, feed, mask, cache))[:, :, 0].float()
-            for row, (problem, (ids, positions), (_, n, old_values)) in enumerate(zip(problems, encoded, taken)):
-                new_values = batch_values[row, feed.shape[1] - (len(ids) - n) :]
-                values = torch.cat([old_values[:n], new_values]) if n else new_values
-                if reuse:
-                    self.prefixes.put(problem, ids, extract_row(config, cache, row, mask[row]), values)
-                results[scored[row]] = torch.sigmoid(values[positions]).tolist()
+            taken = [self.prefixes.take(items[i][0] if reuse else None, ids) for i, (ids, _) in zip(scored, encoded)]
+            for group in length_groups([len(ids) - n for (ids, _), (_, n, _) in zip(encoded, taken)]):
+                cache, feed, mask = start_batch(
+                    config, [taken[r][0] for r in group], [taken[r][1] for r in group],
+                    [encoded[r][0][taken[r][1] :] for r in group], pad_id=self._pad_id, device=self.loaded.device,
+                )
+                batch_values = _logits(padded_forward(self.loaded.model, feed, mask, cache))[:, :, 0].float()
+                for row, r in enumerate(group):
+                    (ids, positions), (_, n, old_values) = encoded[r], taken[r]
+                    new_values = batch_values[row, feed.shape[1] - (len(ids) - n) :]
+                    values = torch.cat([old_values[:n], new_values]) if n else new_values
+                    if reuse:
+                        self.prefixes.put(items[scored[r]][0], ids, extract_row(config, cache, row, mask[row]), values)
+                    results[scored[r]] = torch.sigmoid(values[positions]).tolist()
         return results
 
 

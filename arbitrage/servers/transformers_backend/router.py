@@ -7,7 +7,9 @@ from typing import Sequence
 
 from arbitrage.protocols import RouterQuery
 from arbitrage.router.input_format import format_router_input
-from arbitrage.servers.transformers_backend.batch_cache import extract_row, padded_forward, start_batch, supports_row_surgery
+from arbitrage.servers.transformers_backend.batch_cache import (
+    extract_row, length_groups, padded_forward, start_batch, supports_row_surgery,
+)
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel
 
@@ -58,7 +60,8 @@ class ClassifierRouter:
         return self.score_batch([query])[0]
 
     def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]:
-        """`score` for every query, in one left-padded forward, each reusing its problem's cache."""
+        """`score` for every query, each reusing its problem's cache; queries whose uncached
+        parts are of similar length share one left-padded forward."""
         import torch
 
         if not queries:
@@ -69,19 +72,22 @@ class ClassifierRouter:
         ids_list = [self.input_ids(query) for query in queries]
         reuse = self._row_surgery or len(queries) == 1
         config = self.loaded.model.config
+        scores: list[float] = [0.0] * len(queries)
         with self.loaded.lock, torch.inference_mode():
             taken = [self.prefixes.take(q.problem if reuse else None, ids) for q, ids in zip(queries, ids_list)]
-            reused = [n for _, n, _ in taken]
-            cache, feed, mask = start_batch(
-                config, [c for c, _, _ in taken], reused, [ids[n:] for ids, n in zip(ids_list, reused)],
-                pad_id=self._pad_id if self._pad_id is not None else 0, device=self.loaded.device,
-            )
-            # The classifier pools the last non-pad token of each row: its input's last token.
-            logits = padded_forward(self.loaded.model, feed, mask, cache).logits
-            if reuse:
-                for row, (query, ids) in enumerate(zip(queries, ids_list)):
-                    self.prefixes.put(query.problem, ids, extract_row(config, cache, row, mask[row]))
-        return [escalation_probability(row_logits) for row_logits in logits]
+            for group in length_groups([len(ids) - n for ids, (_, n, _) in zip(ids_list, taken)]):
+                cache, feed, mask = start_batch(
+                    config, [taken[r][0] for r in group], [taken[r][1] for r in group],
+                    [ids_list[r][taken[r][1] :] for r in group],
+                    pad_id=self._pad_id if self._pad_id is not None else 0, device=self.loaded.device,
+                )
+                # The classifier pools the last non-pad token of each row: its input's last token.
+                logits = padded_forward(self.loaded.model, feed, mask, cache).logits
+                for row, r in enumerate(group):
+                    scores[r] = escalation_probability(logits[row])
+                    if reuse:
+                        self.prefixes.put(queries[r].problem, ids_list[r], extract_row(config, cache, row, mask[row]))
+        return scores
 
 
 def _max_input_len(loaded: LoadedModel) -> int | None:
