@@ -60,22 +60,16 @@ class BatchingPRM:
     def __init__(self, prm: BatchedPRM, **options):
         self.inner = prm
         self.batcher = prm_batcher(prm, **options)
-        self._inner_scores_last = getattr(prm, "score_last", None) is not None
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         return self.batcher.submit((problem, tuple(steps), False))
 
     def score_last(self, problem: str, steps: Sequence[str]) -> float:
-        """The newest step's reward, as `last_step_reward` gets it from the wrapped PRM."""
+        """The newest step's reward, as `last_step_reward` gets it from the wrapped PRM
+        (the batcher batches these through `score_batch`)."""
         if not steps:
             raise ValueError("score_last needs at least one step")
-        if self._inner_scores_last:
-            return self.batcher.submit((problem, tuple(steps), True))[0]
-        # A full score goes through `score_batch` (a last-only request would not batch).
-        rewards = self.score(problem, steps)
-        if len(rewards) != len(steps):
-            raise ValueError(f"PRM returned {len(rewards)} rewards for {len(steps)} steps")
-        return float(rewards[-1])
+        return float(self.batcher.submit((problem, tuple(steps), True))[0])
 
     def close(self) -> None:
         self.batcher.close()
