@@ -134,6 +134,20 @@ def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):
     assert all(f"| {name} |" in table for name in VARIANTS)
     assert (tmp_path / "ablation" / "4_classes" / "config.json").exists()
 
+    # A rerun after a stop trains only the variants missing from ablation.json.
+    import shutil
+
+    kept = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    (tmp_path / "ablation" / "ablation.json").write_text(json.dumps(kept[:-1]))
+    shutil.rmtree(tmp_path / "ablation" / "4_classes")
+    shutil.rmtree(tmp_path / "ablation" / "10_classes")
+    result = CliRunner().invoke(app, ["router", "ablate", "--data", str(data), "--init", str(prm),
+                                      "--output", str(tmp_path / "ablation"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ablation" / "10_classes" / "config.json").exists()
+    assert not (tmp_path / "ablation" / "4_classes").exists()
+    assert json.loads((tmp_path / "ablation" / "ablation.json").read_text())[:-1] == kept[:-1]
+
 
 def test_build_data_from_two_shards_splits_rows_by_problem(tmp_path):
     from dataclasses import dataclass

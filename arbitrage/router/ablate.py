@@ -29,14 +29,24 @@ def run_ablation(data_dir: str | Path, init_checkpoint: str | Path, output_dir: 
     train_rows, validation_rows = load_split(data_dir, "train"), load_split(data_dir, "validation")
     eval_rows = load_split(data_dir, split)
     table = []
+    done = _finished_variants(output_dir / "ablation.json", split)
     for name, change in VARIANTS.items():
+        if name in done:  # a rerun after a stop keeps the variants already trained and scored
+            table.append(done[name])
+            continue
         variant_dir = output_dir / name.split(" (")[0].replace(" ", "_")
         train_router(train_rows, validation_rows, init_checkpoint, variant_dir, replace(base, **change), progress=progress)
         metrics = router_metrics(score_rows(variant_dir, eval_rows, device=base.device), eval_rows)
-        table.append({"variant": name, **{k: metrics[k] for k in COLUMNS}, "n": metrics["n"]})
+        table.append({"variant": name, **{k: metrics[k] for k in COLUMNS}, "n": metrics["n"], "split": split})
         (output_dir / "ablation.json").write_text(json.dumps(table, indent=2))
     (output_dir / "ablation.md").write_text(markdown_table(table, split))
     return table
+
+
+def _finished_variants(path: Path, split: str) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    return {row["variant"]: row for row in json.loads(path.read_text()) if row.get("split") == split}
 
 
 def markdown_table(table: list[dict], split: str) -> str:
