@@ -40,7 +40,9 @@ def eval_(
     seed: int = typer.Option(0, help="seed of the splits"),
     device: str = typer.Option("cpu"),
     batch_size: int = typer.Option(256),
-    progress: Optional[Path] = typer.Option(None, help="also write the figures so far to this file after each phase"),
+    progress: Optional[Path] = typer.Option(
+        None, help="also write the figures so far to this file after each phase; a rerun with the same file "
+        "starts after them"),
     taus: Optional[str] = typer.Option(None, help="comma-separated oracle thresholds (default: a 12-point grid)"),
 ) -> None:
     """Draft-only / target-only accuracy, PRM AUROC and the oracle curve on the test split."""

@@ -93,15 +93,10 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
     return results
 
 
-def evaluate(weights: str | Path = WEIGHTS_DIR, n: int = 500, seed: int = 0, device: str = "cpu",
-             taus: Sequence[float] = ORACLE_TAUS, batch_size: int = 256, progress_path: str | Path | None = None) -> dict:
-    """All lab figures on the first `n` problems of the test split of `seed`."""
-    t0 = time.time()
-    _, _, test = make_splits(seed, n_train=0, n_test=max(n, 1000))
-    problems = test[:n]
-    draft, target, prm = load_lab_models(weights, device)
+def _accuracy_and_prm_figures(draft, target, prm, problems: Sequence[LabProblem], batch_size: int) -> dict:
+    """Draft-only and target-only accuracy, and PRM AUROC on the steps both wrote."""
     texts = [p.problem for p in problems]
-    report: dict = {"n": len(problems), "split": "test", "seed": seed, "device": device, "decoding": "greedy"}
+    report: dict = {}
     solutions = {}
     for name, model in (("draft", draft), ("target", target)):
         t = time.time()
@@ -131,8 +126,34 @@ def evaluate(weights: str | Path = WEIGHTS_DIR, n: int = 500, seed: int = 0, dev
         report[f"{name}_step_accuracy"] = sum(labels[i] for i in sel) / max(1, len(sel))
     report["prm_steps_scored"] = len(labels)
     report["prm_wrong_steps"] = len(labels) - sum(labels)
-    if progress_path:
-        Path(progress_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _earlier_figures(progress_path: str | Path | None, report: dict) -> dict | None:
+    """The first phases' figures from an earlier run of the same evaluation, if any."""
+    if not progress_path or not Path(progress_path).is_file():
+        return None
+    earlier = json.loads(Path(progress_path).read_text())
+    same = all(earlier.get(k) == v for k, v in report.items())
+    return earlier if same and "prm_auroc" in earlier else None
+
+
+def evaluate(weights: str | Path = WEIGHTS_DIR, n: int = 500, seed: int = 0, device: str = "cpu",
+             taus: Sequence[float] = ORACLE_TAUS, batch_size: int = 256, progress_path: str | Path | None = None) -> dict:
+    """All lab figures on the first `n` problems of the test split of `seed`."""
+    t0 = time.time()
+    _, _, test = make_splits(seed, n_train=0, n_test=max(n, 1000))
+    problems = test[:n]
+    draft, target, prm = load_lab_models(weights, device)
+    report: dict = {"n": len(problems), "split": "test", "seed": seed, "device": device, "decoding": "greedy",
+                    "weights": str(Path(weights).resolve())}
+    earlier = _earlier_figures(progress_path, report)
+    if earlier is None:
+        report.update(_accuracy_and_prm_figures(draft, target, prm, problems, batch_size))
+        if progress_path:
+            Path(progress_path).write_text(json.dumps(report, indent=2))
+    else:  # a rerun after a stop in the oracle phase starts there
+        report = earlier
 
     t = time.time()
     oracle = run_oracle(draft, target, prm, problems, taus, batch_size=batch_size)

@@ -1,0 +1,83 @@
+"""The lab training recipe end to end at toy size: every model is written and loads,
+the log records each phase, and a rerun reuses the sampled PRM data."""
+
+import json
+
+import pytest
+
+from arbitrage.lab import train as lab_train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab")
+    log = lab_train.train_all(0, out, recipe=lab_train.tiny_recipe())
+    return out, log
+
+
+def test_tiny_recipe_writes_loadable_models_and_a_log(trained):
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    out, log = trained
+    for name in ("draft", "target"):
+        AutoModelForCausalLM.from_pretrained(out / name)
+        AutoTokenizer.from_pretrained(out / name)
+    prm = AutoModelForTokenClassification.from_pretrained(out / "prm")
+    assert prm.config.num_labels == 1
+    written = json.loads((out / "training_log.json").read_text())
+    assert written["prm_data"]["steps"] == log["prm_data"]["steps"] > 0
+    assert written["prm"]["steps"] == lab_train.tiny_recipe().prm.steps
+    assert set(written["prm_data"]["by_source"]) == {"draft", "target"}
+
+
+def test_sampled_prm_data_is_kept_and_reused(trained, tmp_path, monkeypatch):
+    out, log = trained
+    lines = (out / "prm_data.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines[1:]]
+    assert sum(len(r["labels"]) for r in rows) == log["prm_data"]["steps"]
+    assert all(len(r["labels"]) == len(r["steps"]) for r in rows)
+
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    (rerun / "prm_data.jsonl").write_text((out / "prm_data.jsonl").read_text())
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the PRM data was sampled again")
+
+    monkeypatch.setattr(lab_train, "sample_prm_data", no_sampling)
+    again = lab_train.train_all(0, rerun, recipe=lab_train.tiny_recipe(), draft_from=out / "draft",
+                                target_from=out / "target")
+    assert again["prm_data"]["steps"] == log["prm_data"]["steps"]
+    assert again["draft"]["reused_from"] == str(out / "draft")
+
+
+def test_prm_data_from_a_different_recipe_is_not_reused(trained, tmp_path):
+    out, _ = trained
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    lines = (out / "prm_data.jsonl").read_text().splitlines()
+    key = json.loads(lines[0])
+    key["n_problems"] += 1
+    (stale / "prm_data.jsonl").write_text("\n".join([json.dumps(key), *lines[1:]]) + "\n")
+    lab_train.train_all(0, stale, recipe=lab_train.tiny_recipe(), draft_from=out / "draft", target_from=out / "target")
+    assert json.loads((stale / "prm_data.jsonl").read_text().splitlines()[0])["n_problems"] == key["n_problems"] - 1
+
+
+def test_lab_eval_reruns_start_after_the_phases_already_written(trained, tmp_path, monkeypatch):
+    from arbitrage.lab import evaluate as lab_eval
+
+    out, _ = trained
+    progress = tmp_path / "figures.json"
+    first = lab_eval.evaluate(out, n=4, taus=[0.0], batch_size=4, progress_path=progress)
+    assert 0.0 <= first["draft_only_accuracy"] <= 1.0 and "prm_auroc" in first  # toy models: no AUROC figure
+    assert [r["tau"] for r in first["oracle"]] == [0.0]
+
+    def no_first_phase(*args, **kwargs):
+        raise AssertionError("the accuracy and PRM phase ran again")
+
+    monkeypatch.setattr(lab_eval, "_accuracy_and_prm_figures", no_first_phase)
+    again = lab_eval.evaluate(out, n=4, taus=[0.0, 0.5], batch_size=4, progress_path=progress)
+    assert again["prm_steps_scored"] == first["prm_steps_scored"]
+    assert [r["tau"] for r in again["oracle"]] == [0.0, 0.5]
+    with pytest.raises(AssertionError, match="ran again"):  # other problems: the phase must run
+        lab_eval.evaluate(out, n=3, taus=[0.0], batch_size=4, progress_path=progress)
