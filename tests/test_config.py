@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from arbitrage.config import Config, ConfigError, load_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def write(tmp_path, text: str):
@@ -75,3 +79,22 @@ def test_auditing_escalations_requires_the_prm():
     assert "prm" not in Config(policy="arbitrage").required_models()
     assert "prm" in Config(policy="arbitrage", audit_escalations=True).required_models()
     assert "prm" not in Config(policy="draft_only", audit_escalations=True).required_models()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_config_validates(name):
+    config = load_config(EXAMPLES / name)
+    assert config.required_models()
+
+
+def test_feature_router_example_solves_a_lab_problem():
+    from arbitrage.eval.datasets import load_problems
+    from arbitrage.servers.factory import load_models
+    from arbitrage.solver import Solver
+
+    config = load_config(EXAMPLES / "lab_features.yaml")
+    problem = load_problems("test", dataset="lab", limit=1).problems[0]
+    record = Solver(config, load_models(config)).solve(problem.id, problem.problem, problem.answer, problem.dataset)
+    assert record["error"] is None and record["steps"]
+    assert record["counters"]["router_calls"] == len(record["steps"])
+    assert all(0.0 <= s["router_score"] <= 1.0 for s in record["steps"])
