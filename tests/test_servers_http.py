@@ -74,12 +74,22 @@ class BatchingToyGenerator(ToyGenerator):
         super().__init__()
         self.batch_sizes: list[int] = []
 
+    def _hold(self):
+        # The first call, batched or alone (a lone request goes to step), is held so the
+        # other requests queue behind it even when a busy machine is slow to start the
+        # client threads.
+        self.calls = getattr(self, "calls", 0) + 1
+        time.sleep(0.5 if self.calls == 1 else 0.05)
+
+    def step(self, *args, **kwargs):
+        self._hold()
+        return ToyGenerator.step(self, *args, **kwargs)
+
     def step_batch(self, requests):
         self.batch_sizes.append(len(requests))
-        # The first call is held longer so the other requests queue behind it even when
-        # a busy machine is slow to start the client threads.
-        time.sleep(0.5 if len(self.batch_sizes) == 1 else 0.05)
-        return [self.step(r.problem, list(r.steps), max_tokens=r.max_tokens, sampling=r.sampling, session=r.session) for r in requests]
+        self._hold()
+        return [ToyGenerator.step(self, r.problem, list(r.steps), max_tokens=r.max_tokens, sampling=r.sampling,
+                                  session=r.session) for r in requests]
 
 
 class ToyPRM:
@@ -323,13 +333,23 @@ def test_prm_batches_last_step_requests_through_score_batch(serve):
     class BatchingPRM(ToyPRM):
         def __init__(self):
             self.batches = []
+            self.calls = 0
+
+        def _hold(self):
+            # The first call, batched or alone (a lone request is scored without
+            # score_batch), is held so that the other requests queue behind it even
+            # when a busy machine is slow to start the client threads.
+            self.calls += 1
+            time.sleep(0.5 if self.calls == 1 else 0.05)
+
+        def score(self, problem, steps):
+            self._hold()
+            return ToyPRM.score(self, problem, steps)
 
         def score_batch(self, items):
             self.batches.append(len(items))
-            # Hold the first batch long enough that the other requests queue behind it,
-            # even when a busy machine is slow to start the client threads.
-            time.sleep(0.5 if len(self.batches) == 1 else 0.05)
-            return [self.score(problem, steps) for problem, steps in items]
+            self._hold()
+            return [ToyPRM.score(self, problem, steps) for problem, steps in items]
 
     prm = BatchingPRM()
     remote = HttpPRM(_client_cfg(serve("prm", prm).url), SEP)
