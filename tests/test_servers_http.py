@@ -67,19 +67,26 @@ class ToyGenerator:
         self.ended.append(session)
 
 
+class FirstCallHold:
+    """Holds a model's first call, batched or alone (a lone request skips the batched
+    method), so the other concurrent requests queue behind it even when a busy machine
+    is slow to start the client threads; later calls take a little while too."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        time.sleep(0.5 if self.calls == 1 else 0.05)
+
+
 class BatchingToyGenerator(ToyGenerator):
     """Offers step_batch; each batched call takes a while, so concurrent requests queue up."""
 
     def __init__(self):
         super().__init__()
         self.batch_sizes: list[int] = []
-
-    def _hold(self):
-        # The first call, batched or alone (a lone request goes to step), is held so the
-        # other requests queue behind it even when a busy machine is slow to start the
-        # client threads.
-        self.calls = getattr(self, "calls", 0) + 1
-        time.sleep(0.5 if self.calls == 1 else 0.05)
+        self._hold = FirstCallHold()
 
     def step(self, *args, **kwargs):
         self._hold()
@@ -333,14 +340,7 @@ def test_prm_batches_last_step_requests_through_score_batch(serve):
     class BatchingPRM(ToyPRM):
         def __init__(self):
             self.batches = []
-            self.calls = 0
-
-        def _hold(self):
-            # The first call, batched or alone (a lone request is scored without
-            # score_batch), is held so that the other requests queue behind it even
-            # when a busy machine is slow to start the client threads.
-            self.calls += 1
-            time.sleep(0.5 if self.calls == 1 else 0.05)
+            self._hold = FirstCallHold()
 
         def score(self, problem, steps):
             self._hold()
