@@ -2,16 +2,17 @@
 
 1. Data: `make_splits(seed)`; the LMs train on `bos + prompt + solution + eos`
    with the loss on the solution only.
-2. Draft (1 layer): trained with a high learning rate and stopped at the first
+2. Draft (2 layers): trained with a high learning rate and stopped at the first
    checkpoint (checked every `eval_every` steps on validation problems, greedy)
    whose whole-problem accuracy reaches `stop_at_acc`: a weak model that has
    learned the format but still makes arithmetic and reading mistakes.
-3. Target (8 layers): trained until its validation accuracy reaches
+3. Target (10 layers): trained until its validation accuracy reaches
    `stop_at_acc` or `max_steps`.
 4. PRM data: whole solutions sampled (temperature) from draft and target on
    training problems, split into steps, each labelled by the exact checker.
 5. PRM (LlamaForTokenClassification, num_labels=1, backbone initialised from the
-   target): per-step BCE at the last token of each `step + "\\n\\n"` segment.
+   target): per-step BCE at the last token of each `step + "\\n\\n"` segment, plus
+   the dense and language-modelling terms of `prm_training`.
 
 Everything is seeded; `train_all(seed, output, device)` writes output/{draft,target,prm}
 (model + tokenizer files) and output/training_log.json.
@@ -19,6 +20,7 @@ Everything is seeded; `train_all(seed, output, device)` writes output/{draft,tar
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -30,8 +32,9 @@ from typing import Callable, Sequence
 import torch
 
 from arbitrage.lab.checker import answer_correct, check_solution
-from arbitrage.lab.generation import generate_solutions, prm_example, split_steps
+from arbitrage.lab.generation import generate_solutions, split_steps
 from arbitrage.lab.modeling import DRAFT_SIZE, TARGET_SIZE, Size, count_params, new_causal_lm, new_prm
+from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
 from arbitrage.lab.task import SEPARATOR, LabProblem, format_prompt, make_splits
 from arbitrage.lab.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, encode
 
@@ -46,22 +49,6 @@ class LMRecipe:
     eval_every: int
     eval_n: int
     stop_at_acc: float
-
-
-@dataclass(frozen=True)
-class PRMRecipe:
-    n_problems: int = 1000
-    # Temperature 0 is greedy: the policies score greedy steps, so the PRM must see them.
-    draft_temperatures: tuple[float, ...] = (0.0, 1.0)
-    target_temperatures: tuple[float, ...] = (0.0, 1.0)
-    steps: int = 500
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup: int = 30
-    # Only the top N layers (and the value head) train; None trains the whole model. A full
-    # fine-tune at lr 5e-4 stalled at the constant predictor's loss (0.48 after 200 steps):
-    # it unlearns the target's arithmetic that the PRM needs.
-    train_top_layers: int | None = 4
 
 
 @dataclass(frozen=True)
@@ -233,22 +220,6 @@ def _sampled_prm_data(recipe: PRMRecipe, models: dict, train: list[LabProblem], 
     return rows
 
 
-def prm_loss(model, batch, device):
-    width = max(len(b[0]) for b in batch)
-    ids = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    targets = torch.full((len(batch), width), -1.0)
-    for i, (x, ends, labels) in enumerate(batch):
-        ids[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = 1
-        for e, y in zip(ends, labels):
-            targets[i, e] = float(y)
-    ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()
-    sel = targets >= 0
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits[sel], targets[sel])
-
-
 def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device: str, seed: int):
     prm = new_prm(size, seed, init_from=target)
     if recipe.train_top_layers is not None:
@@ -257,12 +228,10 @@ def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device
             trainable = name.startswith("score") or name.startswith("model.norm") or any(
                 name.startswith(f"model.layers.{i}.") for i in range(first, size.layers))
             param.requires_grad_(trainable)
-    examples = []
-    for r in rows:
-        ids, ends = prm_example(r["problem"], r["steps"])
-        examples.append((ids, ends, r["labels"]))
+    examples = [make_example(r["problem"], r["steps"], r["labels"]) for r in rows]
+    loss_fn = functools.partial(prm_loss, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
     log = train_loop(prm, examples, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
-                     warmup=recipe.warmup, device=device, seed=seed, desc="prm", loss_fn=prm_loss)
+                     warmup=recipe.warmup, device=device, seed=seed, desc="prm", loss_fn=loss_fn)
     log["params"] = count_params(prm)
     return prm, log
 

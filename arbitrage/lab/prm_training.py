@@ -1,0 +1,107 @@
+"""What the lab PRM trains on and the loss it minimises.
+
+Three terms, all on the PRM's own input (`bos + problem + "\\n"`, then each step + "\\n\\n"):
+
+- step ends: BCE of the value at the last token of each step against the checker's verdict
+  (the Skywork convention; the only value read at inference);
+- dense (`dense_weight`): every token of a step's equation is labelled 1 before the first
+  wrong character that `error_position.locate_error` finds and 0 from it on, so the model
+  learns where a step breaks instead of only that it did;
+- language modelling (`lm_weight`): next-token loss on the tokens of correct steps through
+  the tied embedding, which keeps the target's arithmetic (that the PRM starts from) alive
+  and teaches it the PRM's input format, which differs from the LM prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+
+from arbitrage.lab.error_position import locate_error
+from arbitrage.lab.generation import prm_example
+from arbitrage.lab.task import SEPARATOR
+from arbitrage.lab.tokenizer import PAD_ID
+
+
+@dataclass(frozen=True)
+class PRMRecipe:
+    n_problems: int = 1000
+    # Temperature 0 is greedy: the policies score greedy steps, so the PRM must see them.
+    draft_temperatures: tuple[float, ...] = (0.0, 1.0)
+    target_temperatures: tuple[float, ...] = (0.0, 1.0)
+    steps: int = 500
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 30
+    # Only the top N layers (and the value head) train; None trains the whole model. A full
+    # fine-tune at lr 5e-4 without the LM term stalled at the constant predictor's loss
+    # (0.48 after 200 steps): it unlearns the target's arithmetic that the PRM needs.
+    train_top_layers: int | None = 4
+    # Both extra terms are off in the shipped recipe: at this budget neither moved the held-out
+    # AUROC (MODEL_CARD.md, "What did not help").
+    dense_weight: float = 0.0
+    lm_weight: float = 0.0
+
+
+class PRMExample(NamedTuple):
+    ids: list[int]
+    ends: list[int]  # last token of each step segment
+    labels: list[int]  # checker verdict per step
+    dense: list[tuple[int, int]]  # (position, label) inside equations
+    lm_positions: list[int]  # tokens of correct steps, predicted from the token before
+
+
+def _segment_start(step: str, end: int) -> int:
+    return end - len(step + SEPARATOR) + 1
+
+
+def dense_targets(problem: str, steps: Sequence[str], ends: Sequence[int]) -> list[tuple[int, int]]:
+    """(token position, label) for every token of each locatable step from its equation to
+    its end, the step end excluded: 1 before the first wrong character, 0 from it on
+    (the character tokenizer makes character offsets token offsets)."""
+    out = []
+    for k, (step, end) in enumerate(zip(steps, ends)):
+        where = locate_error(problem, steps[:k], step)
+        if where is None:
+            continue
+        first = _segment_start(step, end)
+        for pos in range(first + where.equation_start, end):
+            out.append((pos, int(where.error is None or pos < first + where.error)))
+    return out
+
+
+def make_example(problem: str, steps: Sequence[str], labels: Sequence[int]) -> PRMExample:
+    ids, ends = prm_example(problem, steps)
+    lm = [p for step, end, y in zip(steps, ends, labels) if y for p in range(_segment_start(step, end), end + 1)]
+    return PRMExample(ids, ends, list(labels), dense_targets(problem, steps, ends), lm)
+
+
+def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0.0, lm_weight: float = 0.0):
+    width = max(len(b.ids) for b in batch)
+    ids = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    ends = torch.full((len(batch), width), -1.0)
+    dense = torch.full((len(batch), width), -1.0)
+    lm = torch.full((len(batch), width), -100, dtype=torch.long)
+    for i, ex in enumerate(batch):
+        ids[i, : len(ex.ids)] = torch.tensor(ex.ids)
+        mask[i, : len(ex.ids)] = 1
+        for e, y in zip(ex.ends, ex.labels):
+            ends[i, e] = float(y)
+        for pos, y in ex.dense:
+            dense[i, pos] = float(y)
+        for pos in ex.lm_positions:
+            lm[i, pos] = ex.ids[pos]
+    ids, mask, ends, dense, lm = (t.to(device) for t in (ids, mask, ends, dense, lm))
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    values = model.score(hidden)[..., 0].float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    loss = bce(values[ends >= 0], ends[ends >= 0])
+    if dense_weight and bool((dense >= 0).any()):
+        loss = loss + dense_weight * bce(values[dense >= 0], dense[dense >= 0])
+    if lm_weight and bool((lm >= 0).any()):
+        logits = torch.nn.functional.linear(hidden[:, :-1], model.model.embed_tokens.weight).float()
+        loss = loss + lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1), lm[:, 1:].flatten())
+    return loss

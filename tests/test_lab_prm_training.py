@@ -1,0 +1,79 @@
+"""The PRM training data: where a lab step goes wrong, the dense and LM targets built from it, and the loss."""
+
+from arbitrage.lab.error_position import locate_error
+from arbitrage.lab.generation import prm_example
+from arbitrage.lab.prm_training import dense_targets, make_example, prm_loss
+from arbitrage.lab.tokenizer import decode
+
+PROBLEM = ("Ann has 34 apples. Ann buys 3 bags of 12 apples. Ben has 5 apples. Ann sells 20 apples. "
+           "How many apples does Ann have now?")
+RIGHT = ["3 bags of 12: 3 * 12 = 36.", "Adds them: 34 + 36 = 70.", "Sells 20: 70 - 20 = 50. The answer is \\boxed{50}."]
+
+
+def _wrong_part(previous, step):
+    where = locate_error(PROBLEM, previous, step)
+    assert where is not None and where.error is not None
+    return step[where.error:]
+
+
+def test_correct_steps_have_no_error_and_the_equation_start():
+    for k, step in enumerate(RIGHT):
+        where = locate_error(PROBLEM, RIGHT[:k], step)
+        assert where is not None and where.error is None
+        assert step[where.equation_start:].startswith(step.split(": ")[1][:4])
+
+
+def test_error_is_the_first_wrong_character_of_each_part():
+    assert _wrong_part([], "3 bags of 12: 3 * 12 = 38.") == "8."  # result, last digit
+    assert _wrong_part([], "3 bags of 12: 3 * 12 = 360.") == "0."  # result, one digit too many
+    assert _wrong_part([], "3 bags of 12: 3 + 12 = 15.") == "+ 12 = 15."  # operator
+    assert _wrong_part([], "3 bags of 12: 4 * 12 = 48.") == "4 * 12 = 48."  # first operand
+    assert _wrong_part([], "12 * 4 = 48.") == "4 = 48."  # commutative: 12 is right, so 3 is due
+    assert _wrong_part(RIGHT[:1], "Adds them: 34 + 5 = 39.") == "5 = 39."  # distractor operand
+    assert _wrong_part(RIGHT[:2], "Sells 20: 70 - 20 = 50. The answer is \\boxed{51}.") == "1}."  # box
+
+
+def test_carried_mistakes_and_malformed_steps():
+    assert locate_error(PROBLEM, ["3 * 12 = 38."], "34 + 38 = 72.").error is None  # judged on its own
+    assert _wrong_part(["3 * 12 = 38."], "34 + 36 = 70.") == "6 = 70."
+    assert locate_error(PROBLEM, [], "three bags of twelve") is None
+    assert locate_error(PROBLEM, RIGHT[:2], "Sells 20: 70 - 20 = 50.") is None  # no box: no single position
+
+
+def test_dense_targets_cover_each_equation_and_flip_at_the_error():
+    steps = ["3 bags of 12: 3 * 12 = 38.", "no equation here", "Sells 20: 38 - 20 = 18. The answer is \\boxed{18}."]
+    ids, ends = prm_example(PROBLEM, steps)
+    targets = dict(dense_targets(PROBLEM, steps, ends))
+    first_eq = ends[0] - len(steps[0] + "\n\n") + 1 + steps[0].index("3 *")
+    wrong_at = first_eq + len("3 * 12 = 3")
+    assert targets[first_eq] == 1 and targets[wrong_at - 1] == 1
+    assert all(targets[p] == 0 for p in range(wrong_at, ends[0]))
+    assert ends[0] not in targets  # the step end keeps its own (verdict) label
+    assert not any(ends[0] < p <= ends[1] for p in targets)  # a malformed step gets no dense labels
+    # step 2 wrote no result, so step 3 is due to use the problem's 70, and its 38 is wrong from its first digit
+    third_eq = ends[1] + 1 + steps[2].index("38 -")
+    assert third_eq - 1 not in targets  # dense labels start at the equation
+    assert all(targets[p] == 0 for p in range(third_eq, ends[2]))
+
+
+def test_prm_example_keeps_the_lm_loss_on_correct_steps_only():
+    steps = ["3 bags of 12: 3 * 12 = 38.", "Adds them: 34 + 38 = 72."]
+    ex = make_example(PROBLEM, steps, [0, 1])
+    second = range(ex.ends[0] + 1, ex.ends[1] + 1)
+    assert ex.lm_positions == list(second)  # the whole second segment, "\n\n" included
+    assert decode([ex.ids[p] for p in ex.lm_positions]) == steps[1] + "\n\n"
+    assert ex.labels == [0, 1] and ex.dense == dense_targets(PROBLEM, steps, ex.ends)
+
+
+def test_prm_loss_terms_add_up_and_backpropagate():
+    from arbitrage.lab.modeling import Size, new_causal_lm, new_prm
+
+    size = Size(1, 16, 32, 2)
+    prm = new_prm(size, seed=0, init_from=new_causal_lm(size, seed=0))
+    batch = [make_example(PROBLEM, RIGHT, [1, 1, 1]), make_example(PROBLEM, ["3 * 12 = 38."], [0])]
+    ends = prm_loss(prm, batch, "cpu")
+    with_dense = prm_loss(prm, batch, "cpu", dense_weight=1.0)
+    full = prm_loss(prm, batch, "cpu", dense_weight=1.0, lm_weight=1.0)
+    assert 0 < float(ends) < float(with_dense) < float(full)
+    full.backward()
+    assert prm.model.embed_tokens.weight.grad is not None and prm.score.weight.grad is not None
