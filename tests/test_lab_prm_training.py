@@ -77,3 +77,22 @@ def test_prm_loss_terms_add_up_and_backpropagate():
     assert 0 < float(ends) < float(with_dense) < float(full)
     full.backward()
     assert prm.model.embed_tokens.weight.grad is not None and prm.score.weight.grad is not None
+
+
+def test_step_end_loss_equals_bce_on_the_models_own_forward():
+    import torch
+
+    from arbitrage.lab.modeling import Size, new_causal_lm, new_prm
+    from arbitrage.lab.tokenizer import PAD_ID
+
+    size = Size(1, 16, 32, 2)
+    prm = new_prm(size, seed=0, init_from=new_causal_lm(size, seed=0)).eval()  # eval: no dropout to compare
+    batch = [make_example(PROBLEM, RIGHT, [1, 0, 1]), make_example(PROBLEM, ["3 * 12 = 38."], [0])]
+    width = max(len(ex.ids) for ex in batch)
+    ids = torch.tensor([ex.ids + [PAD_ID] * (width - len(ex.ids)) for ex in batch])
+    mask = torch.tensor([[1] * len(ex.ids) + [0] * (width - len(ex.ids)) for ex in batch])
+    logits = prm(input_ids=ids, attention_mask=mask).logits[..., 0]
+    picked = torch.stack([logits[i, e] for i, ex in enumerate(batch) for e in ex.ends])
+    labels = torch.tensor([float(y) for ex in batch for y in ex.labels])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(picked, labels)
+    assert torch.allclose(prm_loss(prm, batch, "cpu"), expected, atol=1e-6)

@@ -96,7 +96,7 @@ def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0
             lm[i, pos] = ex.ids[pos]
     ids, mask, ends, dense, lm = (t.to(device) for t in (ids, mask, ends, dense, lm))
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    values = model.score(hidden)[..., 0].float()
+    values = model.score(model.dropout(hidden))[..., 0].float()  # as the model's own forward does
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     loss = bce(values[ends >= 0], ends[ends >= 0])
     if dense_weight and bool((dense >= 0).any()):
