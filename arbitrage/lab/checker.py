@@ -80,12 +80,42 @@ def _written_results(ops: Sequence[Operation], previous_steps: Sequence[str]) ->
     return results
 
 
-def check_step(problem: LabProblem | str, previous_steps: Sequence[str], step: str) -> StepVerdict:
-    """Judge one written step given the problem and the steps before it."""
+@dataclass(frozen=True)
+class ExpectedOperation:
+    """What step `index` must compute: `a symbol b`, operands as the earlier steps wrote them."""
+
+    index: int
+    n_operations: int
+    symbol: str
+    a: int
+    b: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.n_operations - 1
+
+
+def expected_operation(problem: LabProblem | str, previous_steps: Sequence[str]) -> ExpectedOperation | None:
+    """The operation the next step must write, or None when every operation is done."""
     ops = _operations(problem)
     index = len(previous_steps)
     if index >= len(ops):
-        return StepVerdict("malformed", f"step {index + 1} is beyond the last of {len(ops)} operations")
+        return None
+    written = _written_results(ops, previous_steps)
+
+    def resolve(operand) -> int:
+        return operand.value if operand.kind == "lit" else written[operand.value]
+
+    op = ops[index]
+    return ExpectedOperation(index, len(ops), op.symbol, resolve(op.a), resolve(op.b))
+
+
+def check_step(problem: LabProblem | str, previous_steps: Sequence[str], step: str) -> StepVerdict:
+    """Judge one written step given the problem and the steps before it."""
+    expected = expected_operation(problem, previous_steps)
+    if expected is None:
+        n_ops = len(_operations(problem))
+        return StepVerdict("malformed", f"step {len(previous_steps) + 1} is beyond the last of {n_ops} operations")
     found = EQUATION.findall(step)
     if not found:
         return StepVerdict("malformed", "no equation 'a op b = c' in the step")
@@ -94,21 +124,15 @@ def check_step(problem: LabProblem | str, previous_steps: Sequence[str], step: s
     eq = parse_equation(step)
     assert eq is not None
     boxes = BOXED.findall(step)
-    is_last = index == len(ops) - 1
+    is_last = expected.is_last
     if is_last and not boxes:
         return StepVerdict("malformed", "the last step must give the answer as \\boxed{N}")
     if not is_last and boxes:
-        return StepVerdict("malformed", f"an answer is boxed at step {index + 1} of {len(ops)}")
+        return StepVerdict("malformed", f"an answer is boxed at step {expected.index + 1} of {expected.n_operations}")
     if len(boxes) > 1:
         return StepVerdict("malformed", "more than one boxed answer")
 
-    expected = ops[index]
-    written = _written_results(ops, previous_steps)
-
-    def resolve(operand) -> int:
-        return operand.value if operand.kind == "lit" else written[operand.value]
-
-    ea, eb = resolve(expected.a), resolve(expected.b)
+    ea, eb = expected.a, expected.b
     if eq.symbol != expected.symbol:
         return StepVerdict("wrong_operand", f"expected operator {expected.symbol!r}, got {eq.symbol!r}")
     got = (eq.a, eq.b)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from arbitrage.lab.checker import BOXED, EQUATION, _SYMBOLS, _operations, _written_results, check_step
+from arbitrage.lab.checker import BOXED, EQUATION, check_step, expected_operation, parse_equation
 from arbitrage.lab.task import LabProblem, apply_op
 
 
@@ -42,17 +42,17 @@ def locate_error(problem: LabProblem | str, previous_steps: Sequence[str], step:
     if verdict.correct:
         return ErrorPosition(start, None)
 
-    ops = _operations(problem)
-    expected = ops[len(previous_steps)]
-    written = _written_results(ops, previous_steps)
-    ea, eb = (o.value if o.kind == "lit" else written[o.value] for o in (expected.a, expected.b))
-    a, b, result = int(match.group(1)), int(match.group(3)), int(match.group(4))
+    expected = expected_operation(problem, previous_steps)
+    assert expected is not None  # a step beyond the last operation is malformed
+    ea, eb = expected.a, expected.b
+    written = parse_equation(step)
+    a, b, result = written.a, written.b, written.result
 
     firsts = [ea, eb] if expected.symbol in "+*" else [ea]
     if a not in firsts:
         best = max(firsts, key=lambda v: _first_difference(match.group(1), str(v)))
         return ErrorPosition(start, match.start(1) + _first_difference(match.group(1), str(best)))
-    if _SYMBOLS.get(match.group(2), match.group(2)) != expected.symbol:
+    if written.symbol != expected.symbol:
         return ErrorPosition(start, match.start(2))
     second = eb if a == ea else ea
     if b != second:
