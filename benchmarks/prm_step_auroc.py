@@ -21,15 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from arbitrage.lab.checker import check_solution
 from arbitrage.lab.evaluate import _auroc, load_lab_models
-from arbitrage.lab.generation import generate_solutions, prm_step_rewards, split_steps
-from arbitrage.lab.task import SEPARATOR, format_prompt, make_splits
-from arbitrage.lab.tokenizer import BOS_ID, encode
+from arbitrage.lab.generation import generate_solutions, prm_example, prm_step_rewards, prompt_ids, split_steps
+from arbitrage.lab.task import SEPARATOR, make_splits
+from arbitrage.lab.tokenizer import encode
 
 
 @torch.no_grad()
-def lowest_token_logprob(lm, prefix: str, steps: list[str]) -> list[float]:
-    """Per step, the lowest log-probability the LM gives one of the step's characters."""
-    ids, spans = [BOS_ID] + encode(prefix), []
+def lowest_token_logprob(lm, prefix: list[int], steps: list[str]) -> list[float]:
+    """Per step, the lowest log-probability the LM gives one of the step's characters,
+    the steps read after the token ids `prefix`."""
+    ids, spans = list(prefix), []
     for step in steps:
         spans.append((len(ids), len(ids) + len(step)))
         ids += encode(step + SEPARATOR)
@@ -62,9 +63,9 @@ def main() -> None:
     scores = {label: [r for rs in prm_step_rewards(prm, [(p.problem, s) for p, s, _ in items]) for r in rs]
               for label, prm in prms.items()}
     scores["target LM, lowest token logprob, LM prompt"] = [
-        x for p, s, _ in items for x in lowest_token_logprob(target, format_prompt(p.problem), s)]
+        x for p, s, _ in items for x in lowest_token_logprob(target, prompt_ids(p.problem), s)]
     scores["target LM, lowest token logprob, PRM input"] = [
-        x for p, s, _ in items for x in lowest_token_logprob(target, p.problem + "\n", s)]
+        x for p, s, _ in items for x in lowest_token_logprob(target, prm_example(p.problem, [])[0], s)]
 
     print(f"{len(labels)} steps of {len(problems)} test problems, {len(labels) - sum(labels)} wrong")
     print(f"{'scorer':48s} {'all':>6s} {'draft':>6s} {'target':>6s}")

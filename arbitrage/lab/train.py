@@ -11,8 +11,8 @@
 4. PRM data: whole solutions sampled (temperature) from draft and target on
    training problems, split into steps, each labelled by the exact checker.
 5. PRM (LlamaForTokenClassification, num_labels=1, backbone initialised from the
-   target): per-step BCE at the last token of each `step + "\\n\\n"` segment, plus
-   the dense and language-modelling terms of `prm_training`.
+   target): per-step BCE at the last token of each `step + "\\n\\n"` segment (and
+   optionally the dense and language-modelling terms of `prm_training`).
 
 Everything is seeded; `train_all(seed, output, device)` writes output/{draft,target,prm}
 (model + tokenizer files) and output/training_log.json.
