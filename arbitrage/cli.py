@@ -12,58 +12,19 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from arbitrage.cli_support import fail, load_cli_problems, set_torch_threads
 from arbitrage.config import POLICIES, ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Step-level speculative reasoning (Arbitrage).")
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code=2)
 
 
 def _load(config_path: Optional[Path], policy: Optional[str], threshold: Optional[float]):
     try:
         return load_config(config_path).with_overrides(policy=policy, threshold=threshold)
     except ConfigError as error:
-        _fail(str(error))
-
-
-def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str, fields: Optional[str], limit: Optional[int]):
-    """Problems from --problem, --data (file or dataset name), or the lab test split by default."""
-    from arbitrage.eval.datasets import Problem, load_problems
-
-    if problem is not None:
-        if not problem.strip():
-            _fail("--problem is empty")
-        return [Problem(id="problem-0", problem=problem, answer=None, dataset="cli", metadata={})]
-    try:
-        loaded = load_problems(
-            data if data is not None else "test",
-            dataset=dataset if data is not None else "lab",
-            fields=fields,
-            limit=limit,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
-    for line_error in loaded.errors:
-        console.print(f"[yellow]skipped[/yellow] {escape(f'{data}: {line_error}')}", soft_wrap=True, highlight=False)
-    if not loaded.problems:
-        _fail(f"no usable problems in {data}")
-    return loaded.problems
-
-
-def set_torch_threads(threads: Optional[int]) -> None:
-    """Small models at batch 1 gain nothing from more threads, and oversubscribed
-    cores slow torch's threaded kernels several-fold."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+        fail(str(error))
 
 
 def print_summary(summary: dict, title: str) -> None:
@@ -113,7 +74,7 @@ def run(
         models = load_models(cfg)
         summary = run_batch(cfg, problems, output, models=models, concurrency=concurrency, progress=progress)
     except (ConfigError, RunDirectoryError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     print_summary(summary, f"{cfg.policy} (tau={cfg.tau}) -> {output}")
 
 
@@ -131,7 +92,7 @@ def graph(
     try:
         text = draw(build_graph(policy, audit_escalations=audit), format, output, title=f"policy: {policy}")
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     if text is not None and output is None:
         typer.echo(text)
 

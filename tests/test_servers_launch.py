@@ -266,3 +266,12 @@ def test_cli_status_and_stop(stand_in, tmp_path):
     assert status.exit_code == 0 and "router" in status.output and "yes" in status.output
     stop = runner.invoke(_standalone_app(), ["servers", "stop", "--run-dir", str(servers.run_dir)])
     assert stop.exit_code == 0 and "stopped: router" in stop.output
+
+
+def test_cli_bad_input_exits_2_and_paths_print_verbatim(tmp_path):
+    runner = CliRunner()
+    bad_role = runner.invoke(_standalone_app(), ["serve", "--config", str(EXAMPLES / "lab.yaml"), "--role", "critic", "--port", "0"])
+    assert bad_role.exit_code == 2 and "--role must be draft, target, prm or router, got 'critic'" in bad_role.output
+    bracketed = tmp_path / "[run]"
+    status = runner.invoke(_standalone_app(), ["servers", "status", "--run-dir", str(bracketed)])
+    assert status.exit_code == 0 and f"no servers recorded under {bracketed}" in " ".join(status.output.split())

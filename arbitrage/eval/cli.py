@@ -39,7 +39,7 @@ def sweep_command(
     threads: Optional[int] = typer.Option(1, min=1, help="torch CPU threads (as for `arbitrage run`)"),
 ) -> None:
     """Run every policy/threshold pair on the same problems, loading each model once. Resumable."""
-    from arbitrage.cli import _fail, load_cli_problems, set_torch_threads
+    from arbitrage.cli_support import fail, load_cli_problems, set_torch_threads
     from arbitrage.config import ConfigError, load_config
     from arbitrage.eval.run import RunDirectoryError
     from arbitrage.eval.sweep import parse_thresholds, plan_runs, run_sweep
@@ -51,7 +51,7 @@ def sweep_command(
         parsed = parse_thresholds(thresholds)
         _, notes = plan_runs(wanted, parsed)  # refuse a bad plan before loading any model or data
     except (ConfigError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     err = Console(stderr=True)
     for note in notes:
         err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
@@ -62,7 +62,7 @@ def sweep_command(
             progress=progress, audit=audit,
         )
     except (ConfigError, RunDirectoryError, FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     print_runs(rows, f"sweep -> {output}")
     err.print(f"report: arbitrage report {escape(str(output))}", highlight=False, soft_wrap=True)
 
@@ -75,13 +75,13 @@ def report_command(
     max_traces: int = typer.Option(50, min=0, help="most problems shown in the step traces"),
 ) -> None:
     """Write PNG plots and DIR/report.html; print the runs and the trade-off figures."""
-    from arbitrage.cli import _fail
+    from arbitrage.cli_support import fail
     from arbitrage.eval.report import build_report, summary_lines
 
     try:
         report = build_report(directory, trace_run=trace_run, max_traces=max_traces)
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     print_runs(report.rows, f"runs in {directory}")
     console = Console()
     for line in summary_lines(report):

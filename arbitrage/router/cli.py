@@ -15,13 +15,9 @@ from typing import Optional
 
 import typer
 
+from arbitrage.cli_support import fail
+
 router_app = typer.Typer(no_args_is_help=True, help="Router data, training, evaluation and ablations.")
-
-
-def _fail(message: str) -> None:
-    from arbitrage.cli import _fail as fail
-
-    fail(message)
 
 
 def _resolve(path: str) -> str:
@@ -43,7 +39,7 @@ def build_data(
     target_samples: int = typer.Option(1, min=1, help="K: label with the mean PRM score of K target samples"),
 ) -> None:
     """Run the generate policy (both steps, both PRM scores) and write router rows split by problem."""
-    from arbitrage.cli import load_cli_problems
+    from arbitrage.cli_support import load_cli_problems
     from arbitrage.config import ConfigError, load_config, validate_config
     from arbitrage.router.build_data import build_router_data
 
@@ -51,7 +47,7 @@ def build_data(
         cfg = load_config(config)
         cfg = validate_config({**cfg.model_dump(), "target_samples": target_samples}, source="command line")
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
     problems = load_cli_problems(None, data, dataset, None, None if limit is None else skip + limit)[skip:]
     stats = build_router_data(cfg, problems, output, concurrency=concurrency, shard=shard)
     typer.echo(json.dumps(stats, indent=2))
@@ -79,7 +75,7 @@ def train(
     try:
         train_rows, validation_rows = load_split(data, "train"), load_split(data, "validation")
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     if kind == "features":
         from arbitrage.router.feature_router import fit_feature_router
 
@@ -90,7 +86,7 @@ def train(
         typer.echo(json.dumps({"validation": metrics}, indent=2))
         return
     if kind != "classifier":
-        _fail(f"--kind must be classifier or features, got {kind!r}")
+        fail(f"--kind must be classifier or features, got {kind!r}")
     from arbitrage.router.train import RouterTrainingOptions, train_router
 
     options = RouterTrainingOptions(annotate=annotate, downsample=downsample, n_classes=classes, epochs=epochs,
@@ -121,7 +117,7 @@ def evaluate(
         rows = load_split(data, split)
         directory = Path(_resolve(router))
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     if (directory / "feature_router.json").exists():
         from arbitrage.router.feature_router import FeatureRouter
 
@@ -159,5 +155,5 @@ def ablate(
     try:
         table = run_ablation(data, _resolve(init), output, base, split=split)
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(markdown_table(table, split))

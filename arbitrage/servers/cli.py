@@ -17,19 +17,15 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from arbitrage.cli_support import fail
 from arbitrage.config import ConfigError, load_config
 
 DEFAULT_RUN_DIR = Path("runs/servers")
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def serve_command(
@@ -52,11 +48,11 @@ def serve_command(
         torch.set_num_threads(threads)
 
     if role not in ("draft", "target", "prm", "router"):
-        _fail(f"--role must be draft, target, prm or router, got {role!r}")
+        fail(f"--role must be draft, target, prm or router, got {role!r}")
     try:
         cfg = load_config(config)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
 
     def ready(server) -> None:
         # One line on stdout that scripts can wait for.
@@ -65,7 +61,7 @@ def serve_command(
     try:
         serve(role, cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready)
     except (ConfigError, ValueError, OSError) as error:
-        _fail(str(error))
+        fail(str(error))
     except KeyboardInterrupt:
         pass
 
@@ -92,21 +88,21 @@ def launch_command(
     try:
         specs = launch_specs(load_config(config), _split_roles(roles), python=python)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
     if dry_run:
         for spec in specs:
             print(spec.shell())
         return
     manager = ServerManager(run_dir)
     for spec in specs:
-        console.print(f"[bold]{spec.role}[/bold]: {spec.shell()}", highlight=False)
+        console.print(f"[bold]{spec.role}[/bold]: {escape(spec.shell())}", highlight=False)
     try:
         with console.status(f"waiting for {len(specs)} server(s) to become healthy (deadline {deadline_s:g}s)"):
             records = manager.launch(specs, deadline_s=deadline_s)
     except LaunchError as error:
-        _fail(str(error))
+        fail(str(error))
     for record in records:
-        console.print(f"{record.role}: healthy on port {record.port} (pid {record.pid}, log {record.log})", highlight=False)
+        console.print(f"{record.role}: healthy on port {record.port} (pid {record.pid}, log {record.log})", markup=False, highlight=False)
 
 
 @servers_app.command("status")
@@ -118,7 +114,7 @@ def status_command(
 
     statuses = ServerManager(run_dir).status()
     if not statuses:
-        console.print(f"no servers recorded under {run_dir}")
+        console.print(f"no servers recorded under {run_dir}", markup=False)
         return
     table = Table("role", "pid", "port", "running", "healthy", "log")
     for status in statuses:
@@ -138,8 +134,8 @@ def stop_command(
     try:
         stopped = ServerManager(run_dir).stop(_split_roles(roles) or None, grace_s=grace_s)
     except LaunchError as error:
-        _fail(str(error))
-    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"no servers recorded under {run_dir}")
+        fail(str(error))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"no servers recorded under {run_dir}", markup=False)
 
 
 def _yes(flag: bool) -> str:
