@@ -24,9 +24,16 @@ def test_tiny_recipe_writes_loadable_models_and_a_log(trained):
         AutoTokenizer.from_pretrained(out / name)
     prm = AutoModelForTokenClassification.from_pretrained(out / "prm")
     assert prm.config.num_labels == 1
+    # The router's starting point: a one-label PRM on the draft's backbone, cut to its bottom layer.
+    router_init = AutoModelForTokenClassification.from_pretrained(out / "router-init")
+    draft = AutoModelForCausalLM.from_pretrained(out / "draft")
+    assert router_init.config.num_labels == 1 and router_init.config.hidden_size == draft.config.hidden_size
+    assert router_init.config.num_hidden_layers == lab_train.tiny_recipe().router_init_layers == 1
+    assert draft.config.num_hidden_layers == 2
     written = json.loads((out / "training_log.json").read_text())
     assert written["prm_data"]["steps"] == log["prm_data"]["steps"] > 0
     assert written["prm"]["steps"] == lab_train.tiny_recipe().prm.steps
+    assert written["router_init"]["steps"] == lab_train.tiny_recipe().router_init.steps
     assert set(written["prm_data"]["by_source"]) == {"draft", "target"}
 
 
@@ -81,3 +88,19 @@ def test_lab_eval_reruns_start_after_the_phases_already_written(trained, tmp_pat
     assert [r["tau"] for r in again["oracle"]] == [0.0, 0.5]
     with pytest.raises(AssertionError, match="ran again"):  # other problems: the phase must run
         lab_eval.evaluate(out, n=3, taus=[0.0], batch_size=4, progress_path=progress)
+
+
+def test_keep_bottom_layers_gives_the_normed_output_of_the_bottom_layers():
+    import torch
+
+    from arbitrage.lab.modeling import Size, keep_bottom_layers, new_prm
+
+    full = new_prm(Size(3, 32, 64, 2), seed=0).eval()
+    cut = keep_bottom_layers(new_prm(Size(3, 32, 64, 2), seed=0).eval(), 2)
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    with torch.no_grad():
+        bottom_two = full.model(input_ids=ids, output_hidden_states=True).hidden_states[2]
+        assert torch.allclose(cut.model(input_ids=ids).last_hidden_state, full.model.norm(bottom_two), atol=1e-5)
+    assert cut.config.num_hidden_layers == len(cut.model.layers) == 2
+    with pytest.raises(ValueError, match="n must be in 1..2, got 3"):
+        keep_bottom_layers(cut, 3)

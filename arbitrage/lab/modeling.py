@@ -71,6 +71,18 @@ def new_prm(size: Size, seed: int, init_from=None):
     return prm
 
 
+def keep_bottom_layers(model, n: int):
+    """Cut a Llama model (causal LM, token or sequence classifier) to its bottom `n` decoder
+    layers, in place; the embedding, final norm and head stay."""
+    if not 1 <= n <= model.config.num_hidden_layers:
+        raise ValueError(f"keep_bottom_layers: n must be in 1..{model.config.num_hidden_layers}, got {n}")
+    model.model.layers = model.model.layers[:n]
+    model.config.num_hidden_layers = n
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:n]
+    return model
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

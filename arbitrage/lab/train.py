@@ -13,8 +13,11 @@
 5. PRM (LlamaForTokenClassification, num_labels=1, backbone initialised from the
    target): per-step BCE at the last token of each `step + "\\n\\n"` segment (and
    optionally the dense and language-modelling terms of `prm_training`).
+6. Router init: the same PRM training on the draft's backbone, cut to its bottom
+   layer, for `arbitrage router train --init DIR/router-init` (the router itself
+   trains on `generate` rows, see arbitrage/router).
 
-Everything is seeded; `train_all(seed, output, device)` writes output/{draft,target,prm}
+Everything is seeded; `train_all(seed, output, device)` writes output/{draft,target,prm,router-init}
 (model + tokenizer files) and output/training_log.json.
 """
 
@@ -33,7 +36,9 @@ import torch
 
 from arbitrage.lab.checker import answer_correct, check_solution
 from arbitrage.lab.generation import generate_solutions, split_steps
-from arbitrage.lab.modeling import DRAFT_SIZE, TARGET_SIZE, Size, count_params, new_causal_lm, new_prm
+from arbitrage.lab.modeling import (
+    DRAFT_SIZE, TARGET_SIZE, Size, count_params, keep_bottom_layers, new_causal_lm, new_prm,
+)
 from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
 from arbitrage.lab.task import SEPARATOR, LabProblem, format_prompt, make_splits
 from arbitrage.lab.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, encode
@@ -61,15 +66,22 @@ class Recipe:
     target: LMRecipe = LMRecipe(TARGET_SIZE, max_steps=3000, batch_size=128, lr=2e-3, warmup=200,
                                 eval_every=500, eval_n=200, stop_at_acc=0.95)
     prm: PRMRecipe = PRMRecipe()
+    # A small PRM on the draft's backbone, all layers trained: the router's starting point (the
+    # paper starts its router from a small PRM). It trains on the PRM's sampled steps, so its own
+    # sampling fields are unused. Only its bottom `router_init_layers` are kept, so the router
+    # runs at every step for under 10% of a draft step (MODEL_CARD.md).
+    router_init: PRMRecipe = PRMRecipe(train_top_layers=None)
+    router_init_layers: int = 1
 
 
 def tiny_recipe() -> Recipe:
     """A seconds-long version for tests and smoke runs (the models it makes are useless)."""
     return Recipe(
         n_train=200, n_validation=20, n_test=20,
-        draft=LMRecipe(Size(1, 32, 64, 2), max_steps=6, batch_size=4, lr=3e-3, warmup=2, eval_every=3, eval_n=4, stop_at_acc=0.4),
+        draft=LMRecipe(Size(2, 32, 64, 2), max_steps=6, batch_size=4, lr=3e-3, warmup=2, eval_every=3, eval_n=4, stop_at_acc=0.4),
         target=LMRecipe(Size(2, 32, 64, 2), max_steps=6, batch_size=4, lr=1e-3, warmup=2, eval_every=3, eval_n=4, stop_at_acc=0.95),
         prm=PRMRecipe(n_problems=8, steps=4, batch_size=4, warmup=1),
+        router_init=PRMRecipe(steps=4, batch_size=4, warmup=1, train_top_layers=None),
     )
 
 
@@ -297,6 +309,11 @@ def train_all(seed: int, output: str | Path, device: str = "cpu", recipe: Recipe
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
     prm, log["prm"] = train_prm(recipe.prm, rows, target, recipe.target.size, device=device, seed=seed + 3)
     save_model(prm, output / "prm")
+    (output / "training_log.json").write_text(json.dumps(log, indent=2))
+    router_init, log["router_init"] = train_prm(recipe.router_init, rows, draft, recipe.draft.size, device=device,
+                                                seed=seed + 4)
+    save_model(keep_bottom_layers(router_init, recipe.router_init_layers), output / "router-init")
+    log["router_init"]["kept_layers"] = recipe.router_init_layers
     log["total_seconds"] = round(time.time() - t0, 1)
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
     return log
