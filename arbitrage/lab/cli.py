@@ -14,7 +14,7 @@ lab_app = typer.Typer(help="The lab task and its trained draft, target and PRM m
 @lab_app.command()
 def train(
     seed: int = typer.Option(0, help="seed for the data splits, initialisation and sampling"),
-    output: Path = typer.Option(..., help="directory to write draft/, target/, prm/ and training_log.json"),
+    output: Path = typer.Option(..., help="directory to write draft/, target/, prm/, router-init/ and training_log.json"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     tiny: bool = typer.Option(False, help="seconds-long smoke run (useless models)"),
     draft_from: Optional[Path] = typer.Option(None, help="reuse a draft an earlier run of this recipe trained"),
