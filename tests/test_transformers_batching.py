@@ -393,8 +393,18 @@ def test_run_with_concurrency_batches_and_matches_the_sequential_run(dirs, tmp_p
     )
     sizes = {"step": [], "score": []}
     step_batch, score_batch = TransformersGenerator.step_batch, SkyworkPRM.score_batch
-    monkeypatch.setattr(TransformersGenerator, "step_batch", lambda self, r: sizes["step"].append(len(r)) or step_batch(self, r))
-    monkeypatch.setattr(SkyworkPRM, "score_batch", lambda self, i: sizes["score"].append(len(i)) or score_batch(self, i))
+
+    # Requests group only when they queue behind a running batch; each batch takes at least
+    # 50 ms here so that a loaded machine cannot serve the 4 threads one by one.
+    def recorded(kind, batched):
+        def call(self, requests):
+            sizes[kind].append(len(requests))
+            time.sleep(0.05)
+            return batched(self, requests)
+        return call
+
+    monkeypatch.setattr(TransformersGenerator, "step_batch", recorded("step", step_batch))
+    monkeypatch.setattr(SkyworkPRM, "score_batch", recorded("score", score_batch))
     problems = [Problem(f"p{i}", f"{i} + {2 * i} = ?") for i in range(6)]
     run_batch(config, problems, tmp_path / "one", concurrency=1, progress=False)
     assert max(sizes["step"]) == 1 and max(sizes["score"]) == 1
