@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from arbitrage.cli_support import fail
+from arbitrage.cli_support import fail, set_torch_threads
 from arbitrage.config import ConfigError, load_config
 
 DEFAULT_RUN_DIR = Path("runs/servers")
@@ -42,10 +42,7 @@ def serve_command(
     """Serve one of the config's models over HTTP (completions + scoring), batching concurrent requests."""
     from arbitrage.servers.http_server import serve
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
     if role not in ("draft", "target", "prm", "router"):
         fail(f"--role must be draft, target, prm or router, got {role!r}")
