@@ -63,6 +63,8 @@ def test_prm_example_keeps_the_lm_loss_on_correct_steps_only():
     assert ex.lm_positions == list(second)  # the whole second segment, "\n\n" included
     assert decode([ex.ids[p] for p in ex.lm_positions]) == steps[1] + "\n\n"
     assert ex.labels == [0, 1] and ex.dense == dense_targets(PROBLEM, steps, ex.ends)
+    off = make_example(PROBLEM, steps, [0, 1], dense=False, lm=False)  # a recipe with both terms off
+    assert (off.ids, off.ends, off.labels) == (ex.ids, ex.ends, ex.labels) and off.dense == off.lm_positions == []
 
 
 def test_prm_loss_terms_add_up_and_backpropagate():

@@ -72,10 +72,13 @@ def dense_targets(problem: str, steps: Sequence[str], ends: Sequence[int]) -> li
     return out
 
 
-def make_example(problem: str, steps: Sequence[str], labels: Sequence[int]) -> PRMExample:
+def make_example(problem: str, steps: Sequence[str], labels: Sequence[int], *, dense: bool = True,
+                 lm: bool = True) -> PRMExample:
+    """`dense=False` / `lm=False` leave those targets empty, for a recipe with that term off."""
     ids, ends = prm_example(problem, steps)
-    lm = [p for step, end, y in zip(steps, ends, labels) if y for p in range(_segment_start(step, end), end + 1)]
-    return PRMExample(ids, ends, list(labels), dense_targets(problem, steps, ends), lm)
+    lm_positions = [p for step, end, y in zip(steps, ends, labels) if y
+                    for p in range(_segment_start(step, end), end + 1)] if lm else []
+    return PRMExample(ids, ends, list(labels), dense_targets(problem, steps, ends) if dense else [], lm_positions)
 
 
 def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0.0, lm_weight: float = 0.0):

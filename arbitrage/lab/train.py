@@ -240,7 +240,8 @@ def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device
             trainable = name.startswith("score") or name.startswith("model.norm") or any(
                 name.startswith(f"model.layers.{i}.") for i in range(first, size.layers))
             param.requires_grad_(trainable)
-    examples = [make_example(r["problem"], r["steps"], r["labels"]) for r in rows]
+    examples = [make_example(r["problem"], r["steps"], r["labels"], dense=recipe.dense_weight > 0,
+                             lm=recipe.lm_weight > 0) for r in rows]
     loss_fn = functools.partial(prm_loss, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
     log = train_loop(prm, examples, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
                      warmup=recipe.warmup, device=device, seed=seed, desc="prm", loss_fn=loss_fn)
