@@ -119,3 +119,36 @@ def test_output_dir_of_another_run_is_refused(tmp_path):
 def test_duplicate_problem_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'p0' appears more than once"):
         run_batch(Config(policy="draft_only"), [PROBLEMS[0], PROBLEMS[0]], tmp_path, models=models(), progress=False)
+
+
+def _local_draft_config(checkpoint_dir) -> Config:
+    return Config.model_validate({"policy": "draft_only", "models": {"draft": {"path": str(checkpoint_dir)}}})
+
+
+def test_resume_with_other_weights_at_the_same_path_is_refused(tmp_path):
+    checkpoint = tmp_path / "draft"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(bytes(range(256)) * 16_384)  # 4 MiB: both sampled ends and the middle
+    config, out = _local_draft_config(checkpoint), tmp_path / "run"
+    run(config, PROBLEMS[:2], out, models())
+    assert set(json.loads((out / "checkpoints.json").read_text())) == {"draft"}
+
+    summary = run(config, PROBLEMS[:3], out, models())  # same files: resumes
+    assert summary["n_problems"] == 3
+
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # retrained weights saved over the old ones: same path, same size
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RunDirectoryError, match=r"models\.draft\.path=.*files changed"):
+        run(config, PROBLEMS[:4], out, models())
+    assert len(read_results(out / "results.jsonl")) == 3
+
+
+def test_fingerprints_skip_roles_the_policy_does_not_call_and_http_models(tmp_path):
+    from arbitrage.eval.checkpoint_fingerprint import run_checkpoints
+
+    http = {"backend": "openai", "path": "target", "base_url": "http://127.0.0.1:1/v1"}
+    config = Config.model_validate({"policy": "rsd", "models": {"target": http}})
+    assert set(run_checkpoints(config)) == {"draft", "prm"}  # lab weights on disk; no router in RSD

@@ -19,6 +19,7 @@ from typing import Iterable, Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from arbitrage.config import Config
+from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
 from arbitrage.eval.metrics import summarize
 from arbitrage.servers.factory import ModelSet, load_models
 from arbitrage.servers.inprocess_batching import close_batching, wrap_batching
@@ -27,6 +28,7 @@ from arbitrage.solver import Solver
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+CHECKPOINTS_FILE = "checkpoints.json"
 
 
 class ProblemLike(Protocol):
@@ -66,7 +68,7 @@ def _run_identity(config: Config) -> dict:
     return {"policy": config.policy, "threshold": config.tau, "models": config.models.model_dump()}
 
 
-def _check_same_run(output_dir: Path, config: Config) -> None:
+def _check_same_run(output_dir: Path, config: Config, checkpoints: dict) -> None:
     saved = output_dir / CONFIG_FILE
     if not saved.exists():
         return
@@ -77,6 +79,15 @@ def _check_same_run(output_dir: Path, config: Config) -> None:
             f"{output_dir} holds a run with policy={previous_identity['policy']} "
             f"threshold={previous_identity['threshold']} and different settings; use another --output"
         )
+    saved_checkpoints = output_dir / CHECKPOINTS_FILE
+    if saved_checkpoints.exists():  # runs from before fingerprints have none to compare
+        changed = changed_roles(json.loads(saved_checkpoints.read_text()), checkpoints)
+        if changed:
+            paths = ", ".join(f"models.{role}.path={config.models.get(role).path!r}" for role in changed)
+            raise RunDirectoryError(
+                f"{output_dir} holds results from other weights at the same path ({paths}): the files "
+                "changed since that run; use another --output"
+            )
 
 
 class ResultsWriter:
@@ -130,8 +141,10 @@ def run_batch(
         raise ValueError(f"problem id {duplicate!r} appears more than once")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(output_dir, config)
+    checkpoints = run_checkpoints(config)
+    _check_same_run(output_dir, config, checkpoints)
     _atomic_write(output_dir / CONFIG_FILE, json.dumps(config.model_dump(), indent=2))
+    _atomic_write(output_dir / CHECKPOINTS_FILE, json.dumps(checkpoints, indent=2))
     results_path = output_dir / RESULTS_FILE
     done = _resume(results_path, set(ids))
     todo = [p for p in problems if p.id not in done]
