@@ -98,3 +98,48 @@ def test_step_end_loss_equals_bce_on_the_models_own_forward():
     labels = torch.tensor([float(y) for ex in batch for y in ex.labels])
     expected = torch.nn.functional.binary_cross_entropy_with_logits(picked, labels)
     assert torch.allclose(prm_loss(prm, batch, "cpu"), expected, atol=1e-6)
+
+
+def test_cached_frozen_bottom_gives_the_full_models_loss_and_gradients():
+    import torch
+
+    from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
+    from arbitrage.lab.modeling import Size, new_causal_lm, new_prm
+
+    size = Size(3, 16, 32, 2)
+    prm = new_prm(size, seed=0, init_from=new_causal_lm(size, seed=0)).eval()  # eval: no dropout to compare
+    batch = [make_example(PROBLEM, RIGHT, [1, 0, 1]), make_example(PROBLEM, ["3 * 12 = 38."], [0])]
+    cached = cache_bottom(prm, batch, n_frozen=2, device="cpu")
+    assert [c.state.shape for c in cached] == [(len(ex.ids), 16) for ex in batch]
+
+    full = prm_loss(prm, batch, "cpu", dense_weight=1.0, lm_weight=1.0)
+    full.backward()
+    top_grads = {n: p.grad.clone() for n, p in prm.named_parameters() if n.startswith(("model.layers.2.", "score"))}
+    prm.zero_grad()
+    fast = CachedPRMLoss(prm, n_frozen=2, dense_weight=1.0, lm_weight=1.0)(prm, cached, "cpu")
+    assert torch.allclose(fast, full, atol=1e-6)
+    fast.backward()
+    for name, grad in top_grads.items():
+        assert torch.allclose(dict(prm.named_parameters())[name].grad, grad, atol=1e-6), name
+    assert prm.model.layers[0].self_attn.q_proj.weight.grad is None  # the bottom never sees the loss
+    assert len(prm.model.layers) == 3  # the split shares modules, it does not cut the PRM
+
+
+def test_train_prm_with_top_layers_trains_only_those_from_the_cache():
+    import torch
+
+    from arbitrage.lab.modeling import Size, new_causal_lm
+    from arbitrage.lab.prm_training import PRMRecipe
+    from arbitrage.lab.train import train_prm
+
+    size = Size(3, 16, 32, 2)
+    target = new_causal_lm(size, seed=0)
+    rows = [{"problem": PROBLEM, "steps": RIGHT, "labels": [1, 1, 1]},
+            {"problem": PROBLEM, "steps": ["3 * 12 = 38."], "labels": [0]}]
+    recipe = PRMRecipe(steps=3, batch_size=2, warmup=1, train_top_layers=1)
+    prm, log = train_prm(recipe, rows, target, size, device="cpu", seed=0)
+    start = target.model.state_dict()
+    for name, value in prm.model.state_dict().items():
+        moved = not torch.equal(value, start[name])
+        assert moved == name.startswith(("layers.2.", "norm.")), name
+    assert log["steps"] == 3 and log["frozen_layers_seconds"] >= 0

@@ -81,7 +81,15 @@ def make_example(problem: str, steps: Sequence[str], labels: Sequence[int], *, d
     return PRMExample(ids, ends, list(labels), dense_targets(problem, steps, ends) if dense else [], lm_positions)
 
 
-def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0.0, lm_weight: float = 0.0):
+class PaddedTargets(NamedTuple):
+    ids: torch.Tensor
+    mask: torch.Tensor
+    ends: torch.Tensor  # checker verdict at step ends, -1 elsewhere
+    dense: torch.Tensor  # dense label inside equations, -1 elsewhere
+    lm: torch.Tensor  # next token at LM positions, -100 elsewhere
+
+
+def pad_targets(batch: Sequence[PRMExample], device) -> PaddedTargets:
     width = max(len(b.ids) for b in batch)
     ids = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -97,10 +105,15 @@ def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0
             dense[i, pos] = float(y)
         for pos in ex.lm_positions:
             lm[i, pos] = ex.ids[pos]
-    ids, mask, ends, dense, lm = (t.to(device) for t in (ids, mask, ends, dense, lm))
-    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return PaddedTargets(*(t.to(device) for t in (ids, mask, ends, dense, lm)))
+
+
+def loss_from_hidden(model, hidden: torch.Tensor, targets: PaddedTargets, dense_weight: float = 0.0,
+                     lm_weight: float = 0.0):
+    """The loss terms read off the backbone's last hidden state (after the final norm)."""
     values = model.score(model.dropout(hidden))[..., 0].float()  # as the model's own forward does
     bce = torch.nn.functional.binary_cross_entropy_with_logits
+    ends, dense, lm = targets.ends, targets.dense, targets.lm
     loss = bce(values[ends >= 0], ends[ends >= 0])
     if dense_weight and bool((dense >= 0).any()):
         loss = loss + dense_weight * bce(values[dense >= 0], dense[dense >= 0])
@@ -108,3 +121,9 @@ def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0
         logits = torch.nn.functional.linear(hidden[:, :-1], model.model.embed_tokens.weight).float()
         loss = loss + lm_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1), lm[:, 1:].flatten())
     return loss
+
+
+def prm_loss(model, batch: Sequence[PRMExample], device, dense_weight: float = 0.0, lm_weight: float = 0.0):
+    targets = pad_targets(batch, device)
+    hidden = model.model(input_ids=targets.ids, attention_mask=targets.mask).last_hidden_state
+    return loss_from_hidden(model, hidden, targets, dense_weight, lm_weight)

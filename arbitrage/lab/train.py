@@ -39,6 +39,7 @@ from arbitrage.lab.generation import generate_solutions, split_steps
 from arbitrage.lab.modeling import (
     DRAFT_SIZE, TARGET_SIZE, Size, count_params, keep_bottom_layers, new_causal_lm, new_prm,
 )
+from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
 from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
 from arbitrage.lab.task import SEPARATOR, LabProblem, format_prompt, make_splits
 from arbitrage.lab.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, encode
@@ -234,17 +235,26 @@ def _sampled_prm_data(recipe: PRMRecipe, models: dict, train: list[LabProblem], 
 
 def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device: str, seed: int):
     prm = new_prm(size, seed, init_from=target)
-    if recipe.train_top_layers is not None:
-        first = size.layers - recipe.train_top_layers
-        for name, param in prm.named_parameters():
-            trainable = name.startswith("score") or name.startswith("model.norm") or any(
-                name.startswith(f"model.layers.{i}.") for i in range(first, size.layers))
-            param.requires_grad_(trainable)
     examples = [make_example(r["problem"], r["steps"], r["labels"], dense=recipe.dense_weight > 0,
                              lm=recipe.lm_weight > 0) for r in rows]
-    loss_fn = functools.partial(prm_loss, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
+    n_frozen = 0 if recipe.train_top_layers is None else max(0, size.layers - recipe.train_top_layers)
+    if n_frozen == 0:
+        loss_fn = functools.partial(prm_loss, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
+    else:
+        for name, param in prm.named_parameters():
+            trainable = name.startswith("score") or name.startswith("model.norm") or any(
+                name.startswith(f"model.layers.{i}.") for i in range(n_frozen, size.layers))
+            param.requires_grad_(trainable)
+        t0 = time.time()
+        bar = _progress(len(examples), "prm (frozen layers, once)")
+        examples = cache_bottom(prm.to(device).eval(), examples, n_frozen, device, progress=bar)
+        bar.close()
+        cache_seconds = round(time.time() - t0, 1)
+        loss_fn = CachedPRMLoss(prm, n_frozen, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
     log = train_loop(prm, examples, steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr,
                      warmup=recipe.warmup, device=device, seed=seed, desc="prm", loss_fn=loss_fn)
+    if n_frozen:
+        log["frozen_layers_seconds"] = cache_seconds
     log["params"] = count_params(prm)
     return prm, log
 

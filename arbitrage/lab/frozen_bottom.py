@@ -1,0 +1,83 @@
+"""PRM training with frozen bottom layers run once per example instead of once per step.
+
+When only the top layers of a PRM train, the frozen bottom's output for a training
+example never changes: it is computed once (no grad) and kept, and every training step
+runs only the top layers from it. The loss is the full model's (a test checks that).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple, Sequence
+
+import torch
+
+from arbitrage.lab.prm_training import PRMExample, loss_from_hidden, pad_targets
+from arbitrage.lab.tokenizer import PAD_ID
+
+
+class CachedExample(NamedTuple):
+    example: PRMExample
+    state: torch.Tensor  # [len(example.ids), hidden]: the input to the first trainable layer
+
+
+def _split(prm, n_frozen: int):
+    """The bottom `n_frozen` layers without the final norm, and the rest with it; both share
+    the PRM's own modules, so training the top trains the PRM."""
+    from transformers import LlamaModel
+
+    bottom = copy.copy(prm.model)
+    bottom._modules = dict(prm.model._modules)
+    bottom.layers = prm.model.layers[:n_frozen]
+    bottom.norm = torch.nn.Identity()
+    config = copy.deepcopy(prm.config)
+    config.num_hidden_layers = config.num_hidden_layers - n_frozen
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[n_frozen:]
+    with torch.device("meta"):  # its own embedding is never used: inputs_embeds are given
+        top = LlamaModel(config)
+    top.embed_tokens = prm.model.embed_tokens
+    top.layers = prm.model.layers[n_frozen:]
+    top.norm = prm.model.norm
+    top.rotary_emb = prm.model.rotary_emb
+    return bottom, top
+
+
+@torch.no_grad()
+def cache_bottom(prm, examples: Sequence[PRMExample], n_frozen: int, device, batch_size: int = 64,
+                 progress=None) -> list[CachedExample]:
+    bottom, _ = _split(prm, n_frozen)
+    states: list[torch.Tensor | None] = [None] * len(examples)
+    by_length = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+    for start in range(0, len(by_length), batch_size):
+        idx = by_length[start:start + batch_size]
+        width = max(len(examples[i].ids) for i in idx)
+        ids = torch.full((len(idx), width), PAD_ID, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, : len(examples[i].ids)] = torch.tensor(examples[i].ids)
+            mask[row, : len(examples[i].ids)] = 1
+        hidden = bottom(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+        for row, i in enumerate(idx):
+            states[i] = hidden[row, : len(examples[i].ids)].float().cpu()
+        if progress is not None:
+            progress.update(len(idx))
+    return [CachedExample(ex, state) for ex, state in zip(examples, states)]
+
+
+class CachedPRMLoss:
+    """`prm_loss` for `CachedExample`s: the top layers only, from the cached states."""
+
+    def __init__(self, prm, n_frozen: int, dense_weight: float = 0.0, lm_weight: float = 0.0):
+        self.prm, self.n_frozen = prm, n_frozen
+        self.dense_weight, self.lm_weight = dense_weight, lm_weight
+        _, self.top = _split(prm, n_frozen)
+
+    def __call__(self, model, batch: Sequence[CachedExample], device):
+        targets = pad_targets([b.example for b in batch], device)
+        states = torch.zeros((*targets.ids.shape, batch[0].state.shape[-1]))
+        for row, b in enumerate(batch):
+            states[row, : len(b.state)] = b.state
+        states = states.to(device=device, dtype=self.top.norm.weight.dtype)
+        hidden = self.top(inputs_embeds=states, attention_mask=targets.mask, use_cache=False).last_hidden_state
+        return loss_from_hidden(self.prm, hidden, targets, self.dense_weight, self.lm_weight)
