@@ -21,26 +21,27 @@ class CachedExample(NamedTuple):
     state: torch.Tensor  # [len(example.ids), hidden]: the input to the first trainable layer
 
 
-def _split(prm, n_frozen: int):
-    """The bottom `n_frozen` layers without the final norm, and the rest with it; both share
-    the PRM's own modules, so training the top trains the PRM."""
+def _view(prm, layers: slice, norm):
+    """A LlamaModel over some of the PRM's own layers (shared modules, so training the view
+    trains the PRM); only the layer list, the final norm and the layer count differ."""
     from transformers import LlamaModel
 
-    bottom = copy.copy(prm.model)
-    bottom._modules = dict(prm.model._modules)
-    bottom.layers = prm.model.layers[:n_frozen]
-    bottom.norm = torch.nn.Identity()
     config = copy.deepcopy(prm.config)
-    config.num_hidden_layers = config.num_hidden_layers - n_frozen
+    config.num_hidden_layers = len(range(config.num_hidden_layers)[layers])
     if getattr(config, "layer_types", None):
-        config.layer_types = config.layer_types[n_frozen:]
-    with torch.device("meta"):  # its own embedding is never used: inputs_embeds are given
-        top = LlamaModel(config)
-    top.embed_tokens = prm.model.embed_tokens
-    top.layers = prm.model.layers[n_frozen:]
-    top.norm = prm.model.norm
-    top.rotary_emb = prm.model.rotary_emb
-    return bottom, top
+        config.layer_types = config.layer_types[layers]
+    with torch.device("meta"):  # every module is replaced by the PRM's below
+        view = LlamaModel(config)
+    view.embed_tokens = prm.model.embed_tokens
+    view.rotary_emb = prm.model.rotary_emb
+    view.layers = prm.model.layers[layers]
+    view.norm = norm
+    return view
+
+
+def _split(prm, n_frozen: int):
+    """The bottom `n_frozen` layers without the final norm, and the rest with it."""
+    return _view(prm, slice(0, n_frozen), torch.nn.Identity()), _view(prm, slice(n_frozen, None), prm.model.norm)
 
 
 @torch.no_grad()
