@@ -35,11 +35,11 @@ from typing import Callable, Sequence
 import torch
 
 from arbitrage.lab.checker import answer_correct, check_solution
+from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
 from arbitrage.lab.generation import generate_solutions, split_steps
 from arbitrage.lab.modeling import (
     DRAFT_SIZE, TARGET_SIZE, Size, count_params, keep_bottom_layers, new_causal_lm, new_prm,
 )
-from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
 from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
 from arbitrage.lab.task import SEPARATOR, LabProblem, format_prompt, make_splits
 from arbitrage.lab.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, encode
