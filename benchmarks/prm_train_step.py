@@ -2,8 +2,8 @@
 
 Both paths train the same PRM (the shipped target's shape, the recipe's top 4 layers) on
 the same batches of lab reference solutions; their steps alternate, each going first
-half the time, so machine load hits both alike. Prints the mean step time of each, their ratio, and the one-off cost of the
-cache per solution.
+half the time, so machine load hits both alike. Prints the mean step time of each, their
+ratio, and the one-off cost of the cache per solution.
 
     python benchmarks/prm_train_step.py --steps 20 --threads 2
 """
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from arbitrage.lab import WEIGHTS_DIR
-from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
+from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom, freeze_bottom
 from arbitrage.lab.modeling import TARGET_SIZE, new_prm
 from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
 from arbitrage.lab.task import make_splits
@@ -41,8 +41,7 @@ def main() -> None:
     examples = [make_example(p.problem, p.steps, [1] * len(p.steps), dense=False, lm=False) for p in train]
     n_frozen = TARGET_SIZE.layers - PRMRecipe().train_top_layers
     prm = new_prm(TARGET_SIZE, seed=0, init_from=target)
-    for name, param in prm.named_parameters():
-        param.requires_grad_(not any(name.startswith(f"model.layers.{i}.") for i in range(n_frozen)))
+    freeze_bottom(prm, n_frozen)  # as the recipe does: the full forward has no gradient below the top
     optimizer = torch.optim.AdamW([p for p in prm.parameters() if p.requires_grad], lr=1e-4)
 
     start = time.perf_counter()

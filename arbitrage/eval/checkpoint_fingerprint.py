@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from arbitrage.config import POLICY_ROLES, Config, ModelConfig
+from arbitrage.servers.transformers_backend.loading import ModelLoadError, resolve_path
 
 SAMPLE_BYTES = 1 << 20
 
@@ -33,8 +34,6 @@ def checkpoint_fingerprint(model_cfg: ModelConfig) -> dict[str, str] | None:
     hub id, a missing path: loading reports that one)."""
     if model_cfg.backend != "transformers":
         return None
-    from arbitrage.servers.transformers_backend.loading import ModelLoadError, resolve_path
-
     try:
         local = Path(resolve_path(model_cfg.path, "fingerprint"))
     except ModelLoadError:

@@ -13,7 +13,6 @@ from typing import NamedTuple, Sequence
 import torch
 
 from arbitrage.lab.prm_training import PRMExample, loss_from_hidden, pad_targets
-from arbitrage.lab.tokenizer import PAD_ID
 
 
 class CachedExample(NamedTuple):
@@ -39,26 +38,26 @@ def _view(prm, layers: slice, norm):
     return view
 
 
-def _split(prm, n_frozen: int):
-    """The bottom `n_frozen` layers without the final norm, and the rest with it."""
-    return _view(prm, slice(0, n_frozen), torch.nn.Identity()), _view(prm, slice(n_frozen, None), prm.model.norm)
+def freeze_bottom(prm, n_frozen: int) -> None:
+    """Only the top layers, the final norm and the value head train; the embedding and the
+    bottom `n_frozen` layers keep the weights the PRM started from."""
+    n_layers = prm.config.num_hidden_layers
+    for name, param in prm.named_parameters():
+        trainable = name.startswith("score") or name.startswith("model.norm") or any(
+            name.startswith(f"model.layers.{i}.") for i in range(n_frozen, n_layers))
+        param.requires_grad_(trainable)
 
 
 @torch.no_grad()
 def cache_bottom(prm, examples: Sequence[PRMExample], n_frozen: int, device, batch_size: int = 64,
                  progress=None) -> list[CachedExample]:
-    bottom, _ = _split(prm, n_frozen)
+    bottom = _view(prm, slice(0, n_frozen), torch.nn.Identity())  # no final norm: the top applies it
     states: list[torch.Tensor | None] = [None] * len(examples)
     by_length = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     for start in range(0, len(by_length), batch_size):
         idx = by_length[start:start + batch_size]
-        width = max(len(examples[i].ids) for i in idx)
-        ids = torch.full((len(idx), width), PAD_ID, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : len(examples[i].ids)] = torch.tensor(examples[i].ids)
-            mask[row, : len(examples[i].ids)] = 1
-        hidden = bottom(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+        padded = pad_targets([examples[i] for i in idx], device)
+        hidden = bottom(input_ids=padded.ids, attention_mask=padded.mask, use_cache=False).last_hidden_state
         for row, i in enumerate(idx):
             states[i] = hidden[row, : len(examples[i].ids)].float().cpu()
         if progress is not None:
@@ -70,9 +69,9 @@ class CachedPRMLoss:
     """`prm_loss` for `CachedExample`s: the top layers only, from the cached states."""
 
     def __init__(self, prm, n_frozen: int, dense_weight: float = 0.0, lm_weight: float = 0.0):
-        self.prm, self.n_frozen = prm, n_frozen
+        self.prm = prm
         self.dense_weight, self.lm_weight = dense_weight, lm_weight
-        _, self.top = _split(prm, n_frozen)
+        self.top = _view(prm, slice(n_frozen, None), prm.model.norm)
 
     def __call__(self, model, batch: Sequence[CachedExample], device):
         targets = pad_targets([b.example for b in batch], device)

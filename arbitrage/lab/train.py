@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import torch
 
 from arbitrage.lab.checker import answer_correct, check_solution
-from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom
+from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom, freeze_bottom
 from arbitrage.lab.generation import generate_solutions, split_steps
 from arbitrage.lab.modeling import (
     DRAFT_SIZE, TARGET_SIZE, Size, count_params, keep_bottom_layers, new_causal_lm, new_prm,
@@ -241,10 +241,7 @@ def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device
     if n_frozen == 0:
         loss_fn = functools.partial(prm_loss, dense_weight=recipe.dense_weight, lm_weight=recipe.lm_weight)
     else:
-        for name, param in prm.named_parameters():
-            trainable = name.startswith("score") or name.startswith("model.norm") or any(
-                name.startswith(f"model.layers.{i}.") for i in range(n_frozen, size.layers))
-            param.requires_grad_(trainable)
+        freeze_bottom(prm, n_frozen)
         t0 = time.time()
         bar = _progress(len(examples), "prm (frozen layers, once)")
         examples = cache_bottom(prm.to(device).eval(), examples, n_frozen, device, progress=bar)
