@@ -104,3 +104,80 @@ def test_keep_bottom_layers_gives_the_normed_output_of_the_bottom_layers():
     assert cut.config.num_hidden_layers == len(cut.model.layers) == 2
     with pytest.raises(ValueError, match="n must be in 1..2, got 3"):
         keep_bottom_layers(cut, 3)
+
+
+def _with_draft_only(problems: int):
+    import dataclasses
+
+    recipe = lab_train.tiny_recipe()
+    prm = dataclasses.replace(recipe.prm, draft_only_problems=problems, draft_only_start=20, draft_only_chunk=4)
+    return dataclasses.replace(recipe, prm=prm)
+
+
+def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from arbitrage.lab.task import make_splits
+
+    out, _ = trained
+    recipe = _with_draft_only(8)
+    draft = AutoModelForCausalLM.from_pretrained(out / "draft")
+    train, _, _ = make_splits(0, n_train=recipe.n_train, n_validation=recipe.n_validation, n_test=recipe.n_test)
+    path = tmp_path / "prm_data_draft_only.jsonl"
+    real_sampler, calls = lab_train.sample_prm_data, []
+
+    def dies_on_second_chunk(models, problems, temperatures, seed):
+        calls.append([p.problem for p in problems])
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real_sampler(models, problems, temperatures, seed)
+
+    monkeypatch.setattr(lab_train, "sample_prm_data", dies_on_second_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+    kept = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    assert kept and {r["chunk"] for r in kept} == {20} and {r["source"] for r in kept} == {"draft"}
+    assert {r["problem"] for r in kept} <= {p.problem for p in train[20:24]}
+
+    calls.clear()
+    rows = lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+    assert calls == [[p.problem for p in train[24:28]]]  # only the missing chunk is sampled
+    assert {r["chunk"] for r in rows} == {20, 24}
+    assert len(rows) == len(path.read_text().splitlines()) - 1
+    assert [r for r in rows if r["chunk"] == 20] == kept  # read back, not sampled again
+    assert all(len(r["labels"]) == len(r["steps"]) for r in rows)
+    # At most one solution per problem and temperature (an empty one has no steps to keep).
+    assert len(rows) <= 8 * len(recipe.prm.draft_temperatures)
+
+
+def test_draft_only_rows_join_the_prm_data(trained, tmp_path):
+    out, base = trained
+    log = lab_train.train_all(0, tmp_path, recipe=_with_draft_only(4), draft_from=out / "draft",
+                              target_from=out / "target")
+    written = [json.loads(line) for line in (tmp_path / "prm_data_draft_only.jsonl").read_text().splitlines()[1:]]
+    assert log["prm_data"]["draft_only_solutions"] == len(written) > 0
+    assert log["prm_data"]["solutions"] == base["prm_data"]["solutions"] + len(written)
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"draft_only_problems": 6, "draft_only_chunk": 4}, "multiple of draft_only_chunk"),
+    ({"draft_only_problems": 4, "draft_only_start": 2, "draft_only_chunk": 4}, "draft_only_start"),
+    ({"draft_only_problems": -4}, "draft_only_problems"),
+])
+def test_bad_draft_only_fields_are_named(fields, named):
+    from arbitrage.lab.prm_training import PRMRecipe
+
+    with pytest.raises(ValueError, match=named):
+        PRMRecipe(n_problems=8, **fields)
+
+
+def test_lab_train_names_a_bad_draft_only_count(tmp_path):
+    from typer.testing import CliRunner
+
+    from arbitrage.cli import app
+
+    result = CliRunner().invoke(app, ["lab", "train", "--output", str(tmp_path / "out"), "--draft-only-problems", "300"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert "--draft-only-problems" in said and "multiple of draft_only_chunk (500)" in said
+    assert not (tmp_path / "out").exists()  # refused before anything is written

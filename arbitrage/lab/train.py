@@ -9,7 +9,8 @@
 3. Target (10 layers): trained until its validation accuracy reaches
    `stop_at_acc` or `max_steps`.
 4. PRM data: whole solutions sampled (temperature) from draft and target on
-   training problems, split into steps, each labelled by the exact checker.
+   training problems, split into steps, each labelled by the exact checker; optionally
+   more problems written by the draft alone (`PRMRecipe.draft_only_problems`).
 5. PRM (LlamaForTokenClassification, num_labels=1, backbone initialised from the
    target): per-step BCE at the last token of each `step + "\\n\\n"` segment (and
    optionally the dense and language-modelling terms of `prm_training`).
@@ -233,6 +234,35 @@ def _sampled_prm_data(recipe: PRMRecipe, models: dict, train: list[LabProblem], 
     return rows
 
 
+def _draft_only_prm_data(recipe: PRMRecipe, draft, train: list[LabProblem], seed: int, path: Path) -> list[dict]:
+    """The recipe's draft-only rows, sampled a chunk at a time and appended to `path` as each
+    chunk finishes: an interrupted run keeps its finished chunks and a rerun samples only the rest."""
+    if not recipe.draft_only_problems:
+        return []
+    start, size = recipe.draft_only_start, recipe.draft_only_chunk
+    stop = start + recipe.draft_only_problems
+    if stop > len(train):
+        raise ValueError(f"draft_only_start + draft_only_problems ({stop}) is beyond the {len(train)} "
+                         f"training problems (n_train)")
+    key = {"seed": seed, "draft_temperatures": list(recipe.draft_temperatures), "start": start, "chunk": size}
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if not lines or json.loads(lines[0]) != key:
+        path.write_text(json.dumps(key) + "\n")
+        lines = []
+    rows = [json.loads(line) for line in lines[1:]]
+    done = {r["chunk"] for r in rows}
+    for first in range(start, stop, size):
+        if first in done:
+            continue
+        chunk = sample_prm_data({"draft": draft}, train[first:first + size], {"draft": recipe.draft_temperatures},
+                                seed * 1000 + 10 + first // size)
+        chunk = [{**r, "chunk": first} for r in chunk]
+        with path.open("a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in chunk))
+        rows += chunk
+    return [r for r in rows if start <= r["chunk"] < stop]
+
+
 def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device: str, seed: int):
     prm = new_prm(size, seed, init_from=target)
     examples = [make_example(r["problem"], r["steps"], r["labels"], dense=recipe.dense_weight > 0,
@@ -309,9 +339,11 @@ def train_all(seed: int, output: str | Path, device: str = "cpu", recipe: Recipe
 
     t1 = time.time()
     rows = _sampled_prm_data(recipe.prm, {"draft": draft, "target": target}, train, seed, output / "prm_data.jsonl")
+    rows += _draft_only_prm_data(recipe.prm, draft, train, seed, output / "prm_data_draft_only.jsonl")
     n_steps = sum(len(r["labels"]) for r in rows)
     n_pos = sum(sum(r["labels"]) for r in rows)
     log["prm_data"] = {"solutions": len(rows), "steps": n_steps, "correct_steps": n_pos,
+                       "draft_only_solutions": sum("chunk" in r for r in rows),
                        "seconds": round(time.time() - t1, 1),
                        "by_source": {s: sum(len(r["labels"]) for r in rows if r["source"] == s) for s in ("draft", "target")}}
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
