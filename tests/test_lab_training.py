@@ -171,6 +171,11 @@ def test_bad_draft_only_fields_are_named(fields, named):
         PRMRecipe(n_problems=8, **fields)
 
 
+def test_a_draft_only_range_past_the_training_split_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"draft_only_problems \(220\) is beyond the 200 training problems"):
+        _with_draft_only(200)
+
+
 def test_lab_train_names_a_bad_draft_only_count(tmp_path):
     from typer.testing import CliRunner
 

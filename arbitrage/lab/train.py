@@ -75,6 +75,13 @@ class Recipe:
     router_init: PRMRecipe = PRMRecipe(train_top_layers=None)
     router_init_layers: int = 1
 
+    def __post_init__(self):
+        # Checked here, not when the PRM data is sampled: that comes after hours of LM training.
+        stop = self.prm.draft_only_start + self.prm.draft_only_problems
+        if self.prm.draft_only_problems and stop > self.n_train:
+            raise ValueError(f"draft_only_start + draft_only_problems ({stop}) is beyond the {self.n_train} "
+                             f"training problems (n_train)")
+
 
 def tiny_recipe() -> Recipe:
     """A seconds-long version for tests and smoke runs (the models it makes are useless)."""
@@ -241,9 +248,6 @@ def _draft_only_prm_data(recipe: PRMRecipe, draft, train: list[LabProblem], seed
         return []
     start, size = recipe.draft_only_start, recipe.draft_only_chunk
     stop = start + recipe.draft_only_problems
-    if stop > len(train):
-        raise ValueError(f"draft_only_start + draft_only_problems ({stop}) is beyond the {len(train)} "
-                         f"training problems (n_train)")
     key = {"seed": seed, "draft_temperatures": list(recipe.draft_temperatures), "start": start, "chunk": size}
     lines = path.read_text().splitlines() if path.is_file() else []
     if not lines or json.loads(lines[0]) != key:
