@@ -135,26 +135,38 @@ def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, 
     monkeypatch.setattr(lab_train, "sample_prm_data", dies_on_second_chunk)
     with pytest.raises(RuntimeError, match="killed"):
         lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
-    kept = [json.loads(line) for line in path.read_text().splitlines()[1:]]
-    assert kept and {r["chunk"] for r in kept} == {20} and {r["source"] for r in kept} == {"draft"}
+    records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    assert [r["chunk"] for r in records] == [20]  # one line per finished chunk
+    kept = records[0]["rows"]
+    assert kept and {r["source"] for r in kept} == {"draft"}
     assert {r["problem"] for r in kept} <= {p.problem for p in train[20:24]}
 
     calls.clear()
     rows = lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
     assert calls == [[p.problem for p in train[24:28]]]  # only the missing chunk is sampled
+    assert [{k: v for k, v in r.items() if k != "chunk"} for r in rows if r["chunk"] == 20] == kept  # read back
     assert {r["chunk"] for r in rows} == {20, 24}
-    assert len(rows) == len(path.read_text().splitlines()) - 1
-    assert [r for r in rows if r["chunk"] == 20] == kept  # read back, not sampled again
     assert all(len(r["labels"]) == len(r["steps"]) for r in rows)
     # At most one solution per problem and temperature (an empty one has no steps to keep).
     assert len(rows) <= 8 * len(recipe.prm.draft_temperatures)
+
+    # A kill while the second chunk's line was being written leaves half a line: that chunk is
+    # sampled again, the first is kept, and the file holds whole lines again.
+    text = path.read_text()
+    path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])
+    calls.clear()
+    again = lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+    assert calls == [[p.problem for p in train[24:28]]]
+    assert [r for r in again if r["chunk"] == 20] == [r for r in rows if r["chunk"] == 20]
+    assert [json.loads(line)["chunk"] for line in path.read_text().splitlines()[1:]] == [20, 24]
 
 
 def test_draft_only_rows_join_the_prm_data(trained, tmp_path):
     out, base = trained
     log = lab_train.train_all(0, tmp_path, recipe=_with_draft_only(4), draft_from=out / "draft",
                               target_from=out / "target")
-    written = [json.loads(line) for line in (tmp_path / "prm_data_draft_only.jsonl").read_text().splitlines()[1:]]
+    lines = (tmp_path / "prm_data_draft_only.jsonl").read_text().splitlines()[1:]
+    written = [row for line in lines for row in json.loads(line)["rows"]]
     assert log["prm_data"]["draft_only_solutions"] == len(written) > 0
     assert log["prm_data"]["solutions"] == base["prm_data"]["solutions"] + len(written)
 

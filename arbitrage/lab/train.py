@@ -242,29 +242,33 @@ def _sampled_prm_data(recipe: PRMRecipe, models: dict, train: list[LabProblem], 
 
 
 def _draft_only_prm_data(recipe: PRMRecipe, draft, train: list[LabProblem], seed: int, path: Path) -> list[dict]:
-    """The recipe's draft-only rows, sampled a chunk at a time and appended to `path` as each
-    chunk finishes: an interrupted run keeps its finished chunks and a rerun samples only the rest."""
+    """The recipe's draft-only rows, sampled a chunk at a time; each chunk is appended to `path` as
+    one line when it finishes, so an interrupted run keeps its finished chunks and a rerun samples
+    only the rest. A line cut short by a kill mid-write is dropped and its chunk sampled again."""
     if not recipe.draft_only_problems:
         return []
     start, size = recipe.draft_only_start, recipe.draft_only_chunk
     stop = start + recipe.draft_only_problems
     key = {"seed": seed, "draft_temperatures": list(recipe.draft_temperatures), "start": start, "chunk": size}
     lines = path.read_text().splitlines() if path.is_file() else []
-    if not lines or json.loads(lines[0]) != key:
-        path.write_text(json.dumps(key) + "\n")
-        lines = []
-    rows = [json.loads(line) for line in lines[1:]]
-    done = {r["chunk"] for r in rows}
+    chunks: dict[int, list[dict]] = {}
+    if lines and json.loads(lines[0]) == key:
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            chunks[record["chunk"]] = record["rows"]
+    # Rewritten from what parsed, so the next append starts on a line of its own.
+    path.write_text("".join(json.dumps(x) + "\n" for x in [key, *({"chunk": c, "rows": r} for c, r in chunks.items())]))
     for first in range(start, stop, size):
-        if first in done:
+        if first in chunks:
             continue
-        chunk = sample_prm_data({"draft": draft}, train[first:first + size], {"draft": recipe.draft_temperatures},
-                                seed * 1000 + 10 + first // size)
-        chunk = [{**r, "chunk": first} for r in chunk]
+        chunks[first] = sample_prm_data({"draft": draft}, train[first:first + size],
+                                        {"draft": recipe.draft_temperatures}, seed * 1000 + 10 + first // size)
         with path.open("a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in chunk))
-        rows += chunk
-    return [r for r in rows if start <= r["chunk"] < stop]
+            f.write(json.dumps({"chunk": first, "rows": chunks[first]}) + "\n")
+    return [{**r, "chunk": first} for first in range(start, stop, size) for r in chunks[first]]
 
 
 def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device: str, seed: int):
