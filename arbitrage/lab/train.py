@@ -259,8 +259,11 @@ def _draft_only_prm_data(recipe: PRMRecipe, draft, train: list[LabProblem], seed
             except json.JSONDecodeError:
                 continue
             chunks[record["chunk"]] = record["rows"]
-    # Rewritten from what parsed, so the next append starts on a line of its own.
-    path.write_text("".join(json.dumps(x) + "\n" for x in [key, *({"chunk": c, "rows": r} for c, r in chunks.items())]))
+    # Rewritten from what parsed, so the next append starts on a line of its own; through a
+    # temporary file, so a kill during the rewrite loses no finished chunk.
+    fresh = path.with_suffix(".tmp")
+    fresh.write_text("".join(json.dumps(x) + "\n" for x in [key, *({"chunk": c, "rows": r} for c, r in chunks.items())]))
+    fresh.replace(path)
     for first in range(start, stop, size):
         if first in chunks:
             continue
