@@ -350,11 +350,12 @@ def train_all(seed: int, output: str | Path, device: str = "cpu", recipe: Recipe
 
     t1 = time.time()
     rows = _sampled_prm_data(recipe.prm, {"draft": draft, "target": target}, train, seed, output / "prm_data.jsonl")
-    rows += _draft_only_prm_data(recipe.prm, draft, train, seed, output / "prm_data_draft_only.jsonl")
+    draft_only = _draft_only_prm_data(recipe.prm, draft, train, seed, output / "prm_data_draft_only.jsonl")
+    rows += draft_only
     n_steps = sum(len(r["labels"]) for r in rows)
     n_pos = sum(sum(r["labels"]) for r in rows)
     log["prm_data"] = {"solutions": len(rows), "steps": n_steps, "correct_steps": n_pos,
-                       "draft_only_solutions": sum("chunk" in r for r in rows),
+                       "draft_only_solutions": len(draft_only),
                        "seconds": round(time.time() - t1, 1),
                        "by_source": {s: sum(len(r["labels"]) for r in rows if r["source"] == s) for s in ("draft", "target")}}
     (output / "training_log.json").write_text(json.dumps(log, indent=2))
