@@ -52,7 +52,11 @@ class _StopAtSeparator:
 
 @torch.no_grad()
 def _generate(model, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float,
-              stop_at_separator: bool, batch_size: int, generator_seed: int | None = None) -> list[list[int]]:
+              stop_at_separator: bool, batch_size: int, generator_seed: int | None = None,
+              cache: str = "static") -> list[list[int]]:
+    """`cache` is the KV cache: "static" (preallocated to the longest sequence) or "dynamic".
+    Both give the same tokens; the dynamic cache copies itself at every token, which made
+    whole-solution sampling about 3x slower (`benchmarks/lab_sampling.py`)."""
     from transformers import StoppingCriteriaList
 
     device = next(model.parameters()).device
@@ -63,7 +67,8 @@ def _generate(model, prompts: Sequence[list[int]], max_new_tokens: int, temperat
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, mask = _left_pad([prompts[i] for i in idx], device)
-        kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+        kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                      cache_implementation=cache)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
         else:
@@ -85,9 +90,10 @@ def prompt_ids(problem: str, steps: Sequence[str] = ()) -> list[int]:
 
 
 def generate_solutions(model, problems: Sequence[str], *, max_new_tokens: int = 300, temperature: float = 0.0,
-                       batch_size: int = 256, seed: int | None = None) -> list[str]:
+                       batch_size: int = 256, seed: int | None = None, cache: str = "static") -> list[str]:
     """Whole solutions (text up to EOS, without it)."""
-    rows = _generate(model, [prompt_ids(p) for p in problems], max_new_tokens, temperature, False, batch_size, seed)
+    rows = _generate(model, [prompt_ids(p) for p in problems], max_new_tokens, temperature, False, batch_size, seed,
+                     cache)
     return [decode(r) for r in rows]
 
 
@@ -99,10 +105,10 @@ def split_steps(solution: str, max_steps: int = 12) -> list[str]:
 
 
 def generate_steps(model, problems: Sequence[str], prefixes: Sequence[Sequence[str]], *, max_new_tokens: int = 120,
-                   temperature: float = 0.0, batch_size: int = 256) -> list[Step]:
+                   temperature: float = 0.0, batch_size: int = 256, cache: str = "static") -> list[Step]:
     """The next step for each (problem, accepted steps) pair."""
     prompts = [prompt_ids(p, s) for p, s in zip(problems, prefixes)]
-    rows = _generate(model, prompts, max_new_tokens, temperature, True, batch_size)
+    rows = _generate(model, prompts, max_new_tokens, temperature, True, batch_size, cache=cache)
     steps = []
     for row in rows:
         if row and row[-1] == EOS_ID:
