@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from arbitrage.lab import prm_data
 from arbitrage.lab import train as lab_train
 
 
@@ -51,7 +52,7 @@ def test_sampled_prm_data_is_kept_and_reused(trained, tmp_path, monkeypatch):
     def no_sampling(*args, **kwargs):
         raise AssertionError("the PRM data was sampled again")
 
-    monkeypatch.setattr(lab_train, "sample_prm_data", no_sampling)
+    monkeypatch.setattr(prm_data, "sample_prm_data", no_sampling)
     again = lab_train.train_all(0, rerun, recipe=lab_train.tiny_recipe(), draft_from=out / "draft",
                                 target_from=out / "target")
     assert again["prm_data"]["steps"] == log["prm_data"]["steps"]
@@ -124,7 +125,7 @@ def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, 
     draft = AutoModelForCausalLM.from_pretrained(out / "draft")
     train, _, _ = make_splits(0, n_train=recipe.n_train, n_validation=recipe.n_validation, n_test=recipe.n_test)
     path = tmp_path / "prm_data_draft_only.jsonl"
-    real_sampler, calls = lab_train.sample_prm_data, []
+    real_sampler, calls = prm_data.sample_prm_data, []
 
     def dies_on_second_chunk(models, problems, temperatures, seed):
         calls.append([p.problem for p in problems])
@@ -132,9 +133,9 @@ def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, 
             raise RuntimeError("killed")
         return real_sampler(models, problems, temperatures, seed)
 
-    monkeypatch.setattr(lab_train, "sample_prm_data", dies_on_second_chunk)
+    monkeypatch.setattr(prm_data, "sample_prm_data", dies_on_second_chunk)
     with pytest.raises(RuntimeError, match="killed"):
-        lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+        prm_data.draft_only_prm_data(recipe.prm, draft, train, 0, path)
     records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
     assert [r["chunk"] for r in records] == [20]  # one line per finished chunk
     kept = records[0]["rows"]
@@ -142,7 +143,7 @@ def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, 
     assert {r["problem"] for r in kept} <= {p.problem for p in train[20:24]}
 
     calls.clear()
-    rows = lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+    rows = prm_data.draft_only_prm_data(recipe.prm, draft, train, 0, path)
     assert calls == [[p.problem for p in train[24:28]]]  # only the missing chunk is sampled
     assert [{k: v for k, v in r.items() if k != "chunk"} for r in rows if r["chunk"] == 20] == kept  # read back
     assert {r["chunk"] for r in rows} == {20, 24}
@@ -155,7 +156,7 @@ def test_draft_only_rows_are_kept_chunk_by_chunk_and_resumed(trained, tmp_path, 
     text = path.read_text()
     path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])
     calls.clear()
-    again = lab_train._draft_only_prm_data(recipe.prm, draft, train, 0, path)
+    again = prm_data.draft_only_prm_data(recipe.prm, draft, train, 0, path)
     assert calls == [[p.problem for p in train[24:28]]]
     assert [r for r in again if r["chunk"] == 20] == [r for r in rows if r["chunk"] == 20]
     assert [json.loads(line)["chunk"] for line in path.read_text().splitlines()[1:]] == [20, 24]

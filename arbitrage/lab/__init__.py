@@ -18,3 +18,10 @@ def lab_model_dir(name: str) -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no shipped lab model {name!r} at {path}")
     return path
+
+
+def progress_bar(total: int, desc: str):
+    """The progress bar of the lab's long jobs (training, sampling)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=2.0)

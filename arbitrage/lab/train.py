@@ -29,20 +29,22 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from arbitrage.lab.checker import answer_correct, check_solution
+from arbitrage.lab import progress_bar
+from arbitrage.lab.checker import answer_correct
 from arbitrage.lab.frozen_bottom import CachedPRMLoss, cache_bottom, freeze_bottom
-from arbitrage.lab.generation import generate_solutions, split_steps
+from arbitrage.lab.generation import generate_solutions
 from arbitrage.lab.modeling import (
     DRAFT_SIZE, TARGET_SIZE, Size, count_params, keep_bottom_layers, new_causal_lm, new_prm,
 )
+from arbitrage.lab.prm_data import draft_only_prm_data, sampled_prm_data
 from arbitrage.lab.prm_training import PRMRecipe, make_example, prm_loss
-from arbitrage.lab.task import SEPARATOR, LabProblem, format_prompt, make_splits
+from arbitrage.lab.task import LabProblem, format_prompt, make_splits
 from arbitrage.lab.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_tokenizer, encode
 
 
@@ -126,12 +128,6 @@ def _autocast(device: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=2.0)
-
-
 def accuracy(model, problems: Sequence[LabProblem], batch_size: int = 256) -> float:
     was_training = model.training
     model.eval()
@@ -152,7 +148,7 @@ def train_loop(model, examples: list, *, steps: int, batch_size: int, lr: float,
     order: list[int] = []
     history = []
     t0 = time.time()
-    bar = _progress(steps, desc)
+    bar = progress_bar(steps, desc)
     loss_ema = None
     step = 0
     for step in range(1, steps + 1):
@@ -207,73 +203,6 @@ def train_lm(recipe: LMRecipe, train: list[LabProblem], val: list[LabProblem], *
     return model, log
 
 
-def sample_prm_data(models: dict, problems: Sequence[LabProblem], temperatures: dict, seed: int) -> list[dict]:
-    """Sampled solutions from each model, split into steps and labelled by the checker."""
-    rows = []
-    bar = _progress(sum(len(temperatures[name]) for name in models) * len(problems), "prm data (solutions)")
-    for name, model in models.items():
-        for j, temp in enumerate(temperatures[name]):
-            sols = generate_solutions(model, [p.problem for p in problems], temperature=temp, batch_size=512,
-                                      seed=seed * 100 + j + (0 if name == "draft" else 50))
-            bar.update(len(sols))
-            for p, sol in zip(problems, sols):
-                steps = [s[:160] for s in split_steps(sol, max_steps=10)]
-                if not steps:
-                    continue
-                labels = [int(v.correct) for v in check_solution(p, steps)]
-                rows.append({"problem": p.problem, "steps": steps, "labels": labels, "source": name,
-                             "temperature": temp})
-    bar.close()
-    return rows
-
-
-def _sampled_prm_data(recipe: PRMRecipe, models: dict, train: list[LabProblem], seed: int, path: Path) -> list[dict]:
-    """Sample the PRM data once: a rerun in the same output directory reads it back."""
-    key = {"seed": seed, "n_problems": recipe.n_problems, "draft_temperatures": list(recipe.draft_temperatures),
-           "target_temperatures": list(recipe.target_temperatures)}
-    if path.is_file():
-        lines = path.read_text().splitlines()
-        if lines and json.loads(lines[0]) == key:
-            return [json.loads(line) for line in lines[1:]]
-    rows = sample_prm_data(models, train[: recipe.n_problems],
-                           {"draft": recipe.draft_temperatures, "target": recipe.target_temperatures}, seed)
-    path.write_text("\n".join(json.dumps(x) for x in [key, *rows]) + "\n")
-    return rows
-
-
-def _draft_only_prm_data(recipe: PRMRecipe, draft, train: list[LabProblem], seed: int, path: Path) -> list[dict]:
-    """The recipe's draft-only rows, sampled a chunk at a time; each chunk is appended to `path` as
-    one line when it finishes, so an interrupted run keeps its finished chunks and a rerun samples
-    only the rest. A line cut short by a kill mid-write is dropped and its chunk sampled again."""
-    if not recipe.draft_only_problems:
-        return []
-    start, size = recipe.draft_only_start, recipe.draft_only_chunk
-    stop = start + recipe.draft_only_problems
-    key = {"seed": seed, "draft_temperatures": list(recipe.draft_temperatures), "start": start, "chunk": size}
-    lines = path.read_text().splitlines() if path.is_file() else []
-    chunks: dict[int, list[dict]] = {}
-    if lines and json.loads(lines[0]) == key:
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            chunks[record["chunk"]] = record["rows"]
-    # Rewritten from what parsed, so the next append starts on a line of its own; through a
-    # temporary file, so a kill during the rewrite loses no finished chunk.
-    fresh = path.with_suffix(".tmp")
-    fresh.write_text("".join(json.dumps(x) + "\n" for x in [key, *({"chunk": c, "rows": r} for c, r in chunks.items())]))
-    fresh.replace(path)
-    for first in range(start, stop, size):
-        if first in chunks:
-            continue
-        chunks[first] = sample_prm_data({"draft": draft}, train[first:first + size],
-                                        {"draft": recipe.draft_temperatures}, seed * 1000 + 10 + first // size)
-        with path.open("a") as f:
-            f.write(json.dumps({"chunk": first, "rows": chunks[first]}) + "\n")
-    return [{**r, "chunk": first} for first in range(start, stop, size) for r in chunks[first]]
-
-
 def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device: str, seed: int):
     prm = new_prm(size, seed, init_from=target)
     examples = [make_example(r["problem"], r["steps"], r["labels"], dense=recipe.dense_weight > 0,
@@ -284,7 +213,7 @@ def train_prm(recipe: PRMRecipe, rows: list[dict], target, size: Size, *, device
     else:
         freeze_bottom(prm, n_frozen)
         t0 = time.time()
-        bar = _progress(len(examples), "prm (frozen layers, once)")
+        bar = progress_bar(len(examples), "prm (frozen layers, once)")
         examples = cache_bottom(prm.to(device).eval(), examples, n_frozen, device, progress=bar)
         bar.close()
         cache_seconds = round(time.time() - t0, 1)
@@ -349,8 +278,8 @@ def train_all(seed: int, output: str | Path, device: str = "cpu", recipe: Recipe
     target.to(device)
 
     t1 = time.time()
-    rows = _sampled_prm_data(recipe.prm, {"draft": draft, "target": target}, train, seed, output / "prm_data.jsonl")
-    draft_only = _draft_only_prm_data(recipe.prm, draft, train, seed, output / "prm_data_draft_only.jsonl")
+    rows = sampled_prm_data(recipe.prm, {"draft": draft, "target": target}, train, seed, output / "prm_data.jsonl")
+    draft_only = draft_only_prm_data(recipe.prm, draft, train, seed, output / "prm_data_draft_only.jsonl")
     rows += draft_only
     n_steps = sum(len(r["labels"]) for r in rows)
     n_pos = sum(sum(r["labels"]) for r in rows)
