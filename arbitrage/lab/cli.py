@@ -19,9 +19,9 @@ def train(
     tiny: bool = typer.Option(False, help="seconds-long smoke run (useless models)"),
     draft_from: Optional[Path] = typer.Option(None, help="reuse a draft an earlier run of this recipe trained"),
     target_from: Optional[Path] = typer.Option(None, help="reuse a target an earlier run of this recipe trained"),
-    draft_only_problems: int = typer.Option(
-        0, help="also sample this many more training problems from the draft alone for the PRM (a multiple of "
-        "500; MODEL_CARD.md measures 2,500)"),
+    draft_only_problems: Optional[int] = typer.Option(
+        None, help="training problems the draft alone writes PRM data on, a multiple of 500 (default: the "
+        "recipe's 5,000; 0 leaves only the 4,000 solutions of both models)"),
 ) -> None:
     """Train draft, target and PRM from scratch (the recipe in arbitrage/lab/train.py)."""
     import dataclasses
@@ -33,10 +33,12 @@ def train(
     if device == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("CUDA is not available", param_hint="--device")
     recipe = tiny_recipe() if tiny else Recipe()
-    try:
-        recipe = dataclasses.replace(recipe, prm=dataclasses.replace(recipe.prm, draft_only_problems=draft_only_problems))
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--draft-only-problems") from None
+    if draft_only_problems is not None:
+        try:
+            recipe = dataclasses.replace(recipe, prm=dataclasses.replace(recipe.prm,
+                                                                         draft_only_problems=draft_only_problems))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--draft-only-problems") from None
     log = train_all(seed, output, device=device, recipe=recipe, draft_from=draft_from, target_from=target_from)
     typer.echo(f"wrote {output} in {log['total_seconds']} s")
 

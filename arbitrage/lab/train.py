@@ -9,7 +9,7 @@
 3. Target (10 layers): trained until its validation accuracy reaches
    `stop_at_acc` or `max_steps`.
 4. PRM data: whole solutions sampled (temperature) from draft and target on
-   training problems, split into steps, each labelled by the exact checker; optionally
+   training problems, split into steps, each labelled by the exact checker, plus
    more problems written by the draft alone (`PRMRecipe.draft_only_problems`).
 5. PRM (LlamaForTokenClassification, num_labels=1, backbone initialised from the
    target): per-step BCE at the last token of each `step + "\\n\\n"` segment (and
@@ -69,7 +69,9 @@ class Recipe:
                                eval_every=100, eval_n=200, stop_at_acc=0.40)
     target: LMRecipe = LMRecipe(TARGET_SIZE, max_steps=3000, batch_size=128, lr=2e-3, warmup=200,
                                 eval_every=500, eval_n=200, stop_at_acc=0.95)
-    prm: PRMRecipe = PRMRecipe()
+    # 4,000 solutions of both models plus 10,000 of the draft alone on 5,000 more problems;
+    # 1,500 steps see them about 1.7 times (MODEL_CARD.md, "DRAFT5K").
+    prm: PRMRecipe = PRMRecipe(steps=1500, draft_only_problems=5000)
     # A small PRM on the draft's backbone, all layers trained: the router's starting point (the
     # paper starts its router from a small PRM). It trains on the PRM's sampled steps, so its own
     # sampling fields are unused. Only its bottom `router_init_layers` are kept, so the router
