@@ -1,0 +1,73 @@
+"""How well routers pick out wrong draft steps, next to the PRM score RSD thresholds.
+
+A router is trained on `delta > 0` labels, but what a run's accuracy needs is that it
+escalates the draft's wrong steps. On router rows of lab training problems (written by
+`arbitrage router build-data --dataset lab`), the exact checker labels each draft step
+right or wrong, and this prints the AUROC at finding the wrong ones of: each neural
+router (`--router`), each feature router (`--features`), and the PRM's own draft score
+`1 - s_d` that the rows carry (the signal RSD uses).
+
+    python benchmarks/router_wrong_steps.py --data runs/router-data --router lab:router --features lab:router-features
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from arbitrage.lab import WEIGHTS_DIR
+from arbitrage.lab.checker import check_step
+from arbitrage.lab.evaluate import _auroc
+from arbitrage.lab.task import make_splits
+from arbitrage.router.dataset import load_split
+from arbitrage.router.feature_router import FeatureRouter, row_features
+from arbitrage.router.train import score_rows
+
+
+def resolve(path: str) -> str:
+    return str(WEIGHTS_DIR / path.removeprefix("lab:")) if path.startswith("lab:") else path
+
+
+def draft_step_wrong(rows: list[dict], seed: int) -> list[int]:
+    """1 where the checker finds the row's draft step wrong after the row's earlier steps."""
+    train, _, _ = make_splits(seed)
+    by_id = {p.id: p for p in train}
+    missing = sorted({r["problem_id"] for r in rows} - by_id.keys())
+    if missing:
+        raise SystemExit(f"rows name problems outside the lab training split of seed {seed}: {missing[:3]}")
+    return [int(not check_step(by_id[r["problem_id"]], [s["text"] for s in r["previous_steps"]],
+                               r["draft_step"]).correct) for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="router data directory (build-data on lab training problems)")
+    parser.add_argument("--router", action="append", default=[], help="neural router directory or lab:NAME")
+    parser.add_argument("--features", action="append", default=[], help="feature router directory or lab:NAME")
+    parser.add_argument("--splits", default="validation,test")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the lab splits the rows came from")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    for split in args.splits.split(","):
+        rows = load_split(args.data, split)
+        wrong = draft_step_wrong(rows, args.seed)
+        figures = {"split": split, "rows": len(rows), "wrong_draft_steps": sum(wrong)}
+        for path in args.router:
+            figures[f"router {path}"] = _auroc(wrong, score_rows(resolve(path), rows))
+        for path in args.features:
+            router = FeatureRouter.load(resolve(path))
+            figures[f"features {path}"] = _auroc(wrong, [router.probability(row_features(r)) for r in rows])
+        figures["prm 1 - s_d"] = _auroc(wrong, [1 - r["draft_score"] for r in rows])
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
