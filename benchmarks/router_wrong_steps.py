@@ -21,17 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from arbitrage.lab import WEIGHTS_DIR
 from arbitrage.lab.checker import check_step
 from arbitrage.lab.evaluate import _auroc
 from arbitrage.lab.task import make_splits
 from arbitrage.router.dataset import load_split
 from arbitrage.router.feature_router import FeatureRouter, row_features
 from arbitrage.router.train import score_rows
-
-
-def resolve(path: str) -> str:
-    return str(WEIGHTS_DIR / path.removeprefix("lab:")) if path.startswith("lab:") else path
+from arbitrage.servers.transformers_backend.loading import resolve_path
 
 
 def draft_step_wrong(rows: list[dict], seed: int) -> list[int]:
@@ -61,9 +57,9 @@ def main() -> None:
         wrong = draft_step_wrong(rows, args.seed)
         figures = {"split": split, "rows": len(rows), "wrong_draft_steps": sum(wrong)}
         for path in args.router:
-            figures[f"router {path}"] = _auroc(wrong, score_rows(resolve(path), rows))
+            figures[f"router {path}"] = _auroc(wrong, score_rows(resolve_path(path, "router"), rows))
         for path in args.features:
-            router = FeatureRouter.load(resolve(path))
+            router = FeatureRouter.load(resolve_path(path, "router"))
             figures[f"features {path}"] = _auroc(wrong, [router.probability(row_features(r)) for r in rows])
         figures["prm 1 - s_d"] = _auroc(wrong, [1 - r["draft_score"] for r in rows])
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
