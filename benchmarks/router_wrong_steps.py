@@ -1,7 +1,7 @@
 """How well routers pick out wrong draft steps, next to the PRM score RSD thresholds.
 
 A router is trained on `delta > 0` labels, but what a run's accuracy needs is that it
-escalates the draft's wrong steps. On router rows of lab training problems (written by
+escalates the draft's wrong steps. On router rows of lab problems (written by
 `arbitrage router build-data --dataset lab`), the exact checker labels each draft step
 right or wrong, and this prints the AUROC at finding the wrong ones of: each neural
 router (`--router`), each feature router (`--features`), and the PRM's own draft score
@@ -23,22 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from arbitrage.lab.checker import check_step
 from arbitrage.lab.evaluate import _auroc
-from arbitrage.lab.task import make_splits
 from arbitrage.router.dataset import load_split
 from arbitrage.router.feature_router import FeatureRouter, row_features
 from arbitrage.router.train import score_rows
 from arbitrage.servers.transformers_backend.loading import resolve_path
 
 
-def draft_step_wrong(rows: list[dict], seed: int) -> list[int]:
-    """1 where the checker finds the row's draft step wrong after the row's earlier steps."""
-    train, _, _ = make_splits(seed)
-    by_id = {p.id: p for p in train}
-    missing = sorted({r["problem_id"] for r in rows} - by_id.keys())
-    if missing:
-        raise SystemExit(f"rows name problems outside the lab training split of seed {seed}: {missing[:3]}")
-    return [int(not check_step(by_id[r["problem_id"]], [s["text"] for s in r["previous_steps"]],
-                               r["draft_step"]).correct) for r in rows]
+def draft_step_wrong(rows: list[dict]) -> list[int]:
+    """1 where the checker finds the row's draft step wrong after the row's earlier steps
+    (the checker reads the operations from the problem text itself)."""
+    return [int(not check_step(r["problem"], [s["text"] for s in r["previous_steps"]], r["draft_step"]).correct)
+            for r in rows]
 
 
 def main() -> None:
@@ -47,14 +42,13 @@ def main() -> None:
     parser.add_argument("--router", action="append", default=[], help="neural router directory or lab:NAME")
     parser.add_argument("--features", action="append", default=[], help="feature router directory or lab:NAME")
     parser.add_argument("--splits", default="validation,test")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the lab splits the rows came from")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     for split in args.splits.split(","):
         rows = load_split(args.data, split)
-        wrong = draft_step_wrong(rows, args.seed)
+        wrong = draft_step_wrong(rows)
         figures = {"split": split, "rows": len(rows), "wrong_draft_steps": sum(wrong)}
         for path in args.router:
             figures[f"router {path}"] = _auroc(wrong, score_rows(resolve_path(path, "router"), rows))
