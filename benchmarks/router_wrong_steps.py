@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from arbitrage.lab.checker import check_step
 from arbitrage.lab.evaluate import _auroc
 from arbitrage.router.dataset import load_split
-from arbitrage.router.feature_router import FeatureRouter, row_features
+from arbitrage.router.feature_router import FeatureRouter
 from arbitrage.router.train import score_rows
 from arbitrage.servers.transformers_backend.loading import resolve_path
 
@@ -54,7 +54,7 @@ def main() -> None:
             figures[f"router {path}"] = _auroc(wrong, score_rows(resolve_path(path, "router"), rows))
         for path in args.features:
             router = FeatureRouter.load(resolve_path(path, "router"))
-            figures[f"features {path}"] = _auroc(wrong, [router.probability(row_features(r)) for r in rows])
+            figures[f"features {path}"] = _auroc(wrong, [router.score_row(r) for r in rows])
         figures["prm 1 - s_d"] = _auroc(wrong, [1 - r["draft_score"] for r in rows])
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -12,7 +13,9 @@ from arbitrage.router.dataset import (
     class_edges, delta_class, downsample_majority, router_text, rows_from_records, split_of,
 )
 from arbitrage.router.evaluate import router_metrics
-from arbitrage.router.feature_router import FeatureRouter, fit_feature_router, query_features, row_features
+from arbitrage.router.feature_router import (
+    FEATURES, FeatureRouter, fit_feature_router, query_features, row_features,
+)
 
 
 def row(problem_id="p1", delta=0.3, draft="d1", previous=(("d0", "draft"), ("t1", "target")), logprobs=(-0.1, -2.0)):
@@ -89,6 +92,34 @@ def test_feature_router_learns_from_draft_confidence_and_round_trips(tmp_path):
     query = RouterQuery("How many?", [AnnotatedStep("d0", "draft")], StepOutput("d1", 8, "separator", [-2.5] * 8))
     assert loaded.score(query) == pytest.approx(router.score(query)) and loaded.score(query) > 0.5
     assert len(query_features(query)) == len(row_features(rows[0]))
+
+
+def test_a_row_and_the_query_for_the_same_step_get_the_same_features():
+    logprobs = [-0.05, -2.5, -0.3, 0.0]
+    query = RouterQuery("How many?", [AnnotatedStep("d0", "draft"), AnnotatedStep("t1", "target")],
+                        StepOutput("d1", 4, "separator", logprobs))
+    assert query_features(query, FEATURES) == pytest.approx(row_features(row(logprobs=logprobs), FEATURES))
+    by_name = dict(zip(FEATURES, row_features(row(logprobs=logprobs), FEATURES)))
+    assert by_name["logprob_min"] == -2.5 and by_name["unsure_tokens"] == pytest.approx(math.log1p(2))
+    assert by_name["step_index"] == pytest.approx(math.log1p(2)) and by_name["target_fraction_before"] == 0.5
+
+
+def test_a_feature_router_scores_with_the_features_it_was_saved_with(tmp_path):
+    # A router saved on another feature set (the first lab router's seven) keeps loading and reads its own.
+    names = ["logprob_mean", "logprob_min", "logprob_last", "low_confidence_fraction", "num_tokens", "step_index",
+             "target_fraction_before"]
+    coef = [0.0] * 5 + [1.0, 0.0]
+    FeatureRouter(names, [0.0] * 7, [1.0] * 7, coef, 0.0).save(tmp_path)
+    loaded = FeatureRouter.load(tmp_path)
+    assert loaded.features == tuple(names)
+    assert loaded.score_row(row()) == pytest.approx(1 / (1 + math.exp(-math.log1p(2))))  # step_index only
+    payload = json.loads((tmp_path / "feature_router.json").read_text())
+    payload["features"][0] = "entropy_of_the_moon"
+    (tmp_path / "feature_router.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="entropy_of_the_moon"):
+        FeatureRouter.load(tmp_path)
+    with pytest.raises(ValueError, match="2 features but 1 means"):
+        FeatureRouter(names[:2], [0.0], [1.0, 1.0], [1.0, 1.0], 0.0)
 
 
 def test_neural_router_trains_from_a_prm_checkpoint_and_scores(tmp_path):

@@ -313,7 +313,8 @@ def test_escalation_probability_ordinal_bins():
 def test_feature_router_loads_through_the_backend(tmp_path):
     from arbitrage.router.feature_router import FEATURES, FeatureRouter
 
-    FeatureRouter([0.0] * len(FEATURES), [1.0] * len(FEATURES), [-1.0] + [0.0] * (len(FEATURES) - 1), 0.0).save(tmp_path)
+    FeatureRouter(FEATURES, [0.0] * len(FEATURES), [1.0] * len(FEATURES), [-1.0] + [0.0] * (len(FEATURES) - 1),
+                  0.0).save(tmp_path)
     router = load_router(ModelConfig(path=str(tmp_path), router_kind="features"), CONFIG)
     unsure = RouterQuery("q", [], StepOutput("s", 2, "separator", [-3.0, -3.0]))
     assert router.score(unsure) == pytest.approx(1 / (1 + math.exp(-3.0)))

@@ -82,7 +82,7 @@ def train(
         rows = downsample_majority(train_rows, seed) if downsample else train_rows
         router = fit_feature_router(rows, seed=seed)
         router.save(output)
-        metrics = router_metrics([router.probability(f) for f in map(_row_features, validation_rows)], validation_rows)
+        metrics = router_metrics([router.score_row(r) for r in validation_rows], validation_rows)
         typer.echo(json.dumps({"validation": metrics}, indent=2))
         return
     if kind != "classifier":
@@ -93,12 +93,6 @@ def train(
                                     learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=device)
     record = train_router(train_rows, validation_rows, _resolve(init), output, options)
     typer.echo(json.dumps(record["history"], indent=2))
-
-
-def _row_features(row: dict) -> list[float]:
-    from arbitrage.router.feature_router import row_features
-
-    return row_features(row)
 
 
 @router_app.command("eval")
@@ -121,7 +115,8 @@ def evaluate(
     if (directory / "feature_router.json").exists():
         from arbitrage.router.feature_router import FeatureRouter
 
-        scores = [FeatureRouter.load(directory).probability(_row_features(r)) for r in rows]
+        feature_router = FeatureRouter.load(directory)
+        scores = [feature_router.score_row(r) for r in rows]
     else:
         from arbitrage.router.train import score_rows
 

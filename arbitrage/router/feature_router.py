@@ -1,7 +1,9 @@
 """The zero-cost router: logistic regression over what the draft already produced
 (token logprobs, length, position), so deciding needs no extra model forward pass.
 
-Weights are saved as JSON (no pickle): feature names, standardisation and coefficients.
+Weights are saved as JSON (no pickle): the names of the features the router reads,
+their standardisation and the coefficients. A router reads its features by name, so
+routers fitted on another feature set keep loading.
 """
 
 from __future__ import annotations
@@ -9,55 +11,78 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from arbitrage.protocols import RouterQuery
 
-FEATURES = (
-    "logprob_mean",
-    "logprob_min",
-    "logprob_last",
-    "low_confidence_fraction",
-    "num_tokens",
-    "step_index",
-    "target_fraction_before",
-)
+
+class DraftSignals(NamedTuple):
+    logprobs: list[float]
+    num_tokens: int
+    step_index: int
+    target_steps_before: int
+
+
+def _mean(s: DraftSignals) -> float:
+    return sum(s.logprobs) / len(s.logprobs)
+
+
+FEATURE_FUNCTIONS: dict[str, Callable[[DraftSignals], float]] = {
+    "logprob_mean": _mean,
+    "logprob_min": lambda s: min(s.logprobs),
+    "logprob_last": lambda s: s.logprobs[-1],
+    "low_confidence_fraction": lambda s: sum(lp < -1.0 for lp in s.logprobs) / len(s.logprobs),
+    "unsure_tokens": lambda s: math.log1p(sum(lp < -0.1 for lp in s.logprobs)),
+    "num_tokens": lambda s: math.log1p(s.num_tokens),
+    "step_index": lambda s: math.log1p(s.step_index),
+    "target_fraction_before": lambda s: s.target_steps_before / s.step_index if s.step_index else 0.0,
+}
+FEATURES = tuple(FEATURE_FUNCTIONS)
+# What `fit_feature_router` uses. The step's position features (step_index,
+# target_fraction_before) made the lab router rank worse on its validation rows, and the
+# count of unsure tokens better (README, "The router").
+DEFAULT_FEATURES = ("logprob_mean", "logprob_min", "logprob_last", "low_confidence_fraction", "unsure_tokens",
+                    "num_tokens")
 KIND = "arbitrage-feature-router"
 
 
-def step_features(logprobs: Sequence[float], num_tokens: int, step_index: int, target_steps_before: int) -> list[float]:
-    logprobs = list(logprobs) or [0.0]
-    return [
-        sum(logprobs) / len(logprobs),
-        min(logprobs),
-        logprobs[-1],
-        sum(lp < -1.0 for lp in logprobs) / len(logprobs),
-        math.log1p(num_tokens),
-        math.log1p(step_index),
-        target_steps_before / step_index if step_index else 0.0,
-    ]
+def _features(signals: DraftSignals, names: Sequence[str]) -> list[float]:
+    signals = signals._replace(logprobs=list(signals.logprobs) or [0.0])
+    return [FEATURE_FUNCTIONS[name](signals) for name in names]
 
 
-def row_features(row: dict) -> list[float]:
+def row_signals(row: dict) -> DraftSignals:
     previous = row["previous_steps"]
-    return step_features(
-        row["draft_token_logprobs"], row["draft_tokens"], len(previous), sum(s["source"] == "target" for s in previous)
-    )
+    return DraftSignals(row["draft_token_logprobs"], row["draft_tokens"], len(previous),
+                        sum(s["source"] == "target" for s in previous))
 
 
-def query_features(query: RouterQuery) -> list[float]:
+def query_signals(query: RouterQuery) -> DraftSignals:
     previous = query.previous_steps
-    return step_features(
-        query.draft.token_logprobs, query.draft.num_tokens, len(previous), sum(s.source == "target" for s in previous)
-    )
+    return DraftSignals(query.draft.token_logprobs, query.draft.num_tokens, len(previous),
+                        sum(s.source == "target" for s in previous))
+
+
+def row_features(row: dict, names: Sequence[str] = DEFAULT_FEATURES) -> list[float]:
+    return _features(row_signals(row), names)
+
+
+def query_features(query: RouterQuery, names: Sequence[str] = DEFAULT_FEATURES) -> list[float]:
+    return _features(query_signals(query), names)
 
 
 class FeatureRouter:
-    """Router protocol over `query_features`; probability from a standardised logistic model."""
+    """Router protocol over named draft features; probability from a standardised logistic model."""
 
-    def __init__(self, mean: Sequence[float], scale: Sequence[float], coef: Sequence[float], intercept: float):
-        if not (len(mean) == len(scale) == len(coef) == len(FEATURES)):
-            raise ValueError(f"feature router expects {len(FEATURES)} features: {', '.join(FEATURES)}")
+    def __init__(self, features: Sequence[str], mean: Sequence[float], scale: Sequence[float], coef: Sequence[float],
+                 intercept: float):
+        unknown = [name for name in features if name not in FEATURE_FUNCTIONS]
+        if unknown or not features:
+            raise ValueError(f"feature router: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)}")
+        if not (len(features) == len(mean) == len(scale) == len(coef)):
+            raise ValueError(f"feature router: {len(features)} features but {len(mean)} means, {len(scale)} scales "
+                             f"and {len(coef)} coefficients")
+        self.features = tuple(features)
         self.mean, self.scale, self.coef, self.intercept = list(mean), list(scale), list(coef), float(intercept)
 
     def probability(self, features: Sequence[float]) -> float:
@@ -65,12 +90,15 @@ class FeatureRouter:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def score(self, query: RouterQuery) -> float:
-        return self.probability(query_features(query))
+        return self.probability(query_features(query, self.features))
+
+    def score_row(self, row: dict) -> float:
+        return self.probability(row_features(row, self.features))
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {"kind": KIND, "features": list(FEATURES), "mean": self.mean, "scale": self.scale,
+        payload = {"kind": KIND, "features": list(self.features), "mean": self.mean, "scale": self.scale,
                    "coef": self.coef, "intercept": self.intercept}
         (directory / "feature_router.json").write_text(json.dumps(payload, indent=2))
 
@@ -80,24 +108,28 @@ class FeatureRouter:
         if not path.exists():
             raise FileNotFoundError(f"feature router weights not found: {path}")
         payload = json.loads(path.read_text())
-        if payload.get("kind") != KIND or payload.get("features") != list(FEATURES):
-            raise ValueError(f"{path} is not a feature router for features {FEATURES}")
-        return cls(payload["mean"], payload["scale"], payload["coef"], payload["intercept"])
+        if payload.get("kind") != KIND:
+            raise ValueError(f"{path} is not a feature router (kind {payload.get('kind')!r}, expected {KIND!r})")
+        try:
+            return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"])
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
 
-def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0) -> FeatureRouter:
+def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
+                       features: Sequence[str] = DEFAULT_FEATURES) -> FeatureRouter:
     """Fit on binary labels; rows are expected already balanced if balancing is wanted."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([row_features(r) for r in rows], dtype=float)
+    x = np.array([row_features(r, features) for r in rows], dtype=float)
     y = np.array([r["label"] for r in rows])
     if len(set(y.tolist())) < 2:
         raise ValueError("feature router needs rows of both labels")
     mean = x.mean(axis=0)
     scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
     model = LogisticRegression(C=C, random_state=seed, max_iter=1000).fit((x - mean) / scale, y)
-    return FeatureRouter(mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
+    return FeatureRouter(features, mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
 
 
 def load_feature_router(model_cfg, config) -> FeatureRouter:
