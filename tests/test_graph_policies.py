@@ -100,12 +100,52 @@ def test_generate_labels_with_the_mean_score_of_several_target_samples():
     prm = ScriptedPRM({"d0": 0.5, "t0": 0.6, "t0 (sampled)": 0.2, "d1": 0.5, "t1": 0.4, "t1 (sampled)": 0.9})
     record, _, target = solve("generate", prm=prm, target_samples=3)
     assert len(target.calls) == 9 and record["counters"]["target_calls"] == 9
-    assert record["counters"]["prm_calls"] == 3 * 4  # draft, kept target, two extra samples per step
+    # per step: the draft, the kept target and the two extra samples, which wrote the same text and so share one call
+    assert record["counters"]["prm_calls"] == 3 * 3 and record["counters"]["reused_prm_scores"] == 3
     first, second = record["training_rows"][:2]
     assert first["target_sample_scores"] == [0.6, 0.2, 0.2]
     assert first["target_score"] == pytest.approx(1.0 / 3) and first["label"] == 0  # mean 0.33 < 0.5
     assert second["target_score"] == pytest.approx(2.2 / 3) and second["label"] == 1
     assert sources(record)[:2] == [("t0", "target"), ("d1", "draft")]  # kept step: the configured sample
+
+
+class NoisyPRM(ScriptedPRM):
+    """Like a batched PRM: every call is a little off, so the same input never scores twice the same."""
+
+    def score(self, problem, steps) -> list[float]:
+        rewards = super().score(problem, steps)
+        return rewards[:-1] + [rewards[-1] + 1e-7 * self.calls]
+
+
+def solve_with_equal_steps(policy: str, threshold: float | None = None, **settings):
+    steps = ["same 0", "different 1", "same 2 so \\boxed{3}"]
+    draft = ScriptedGenerator("draft", steps)
+    target = ScriptedGenerator("target", [s.replace("different", "other") for s in steps])
+    prm = NoisyPRM({"different 1": 0.2, "other 1": 0.6})
+    config = Config(policy=policy, threshold=threshold, **settings)
+    solver = Solver(config, ModelSet(draft=draft, target=target, prm=prm), grader=lambda p, g, d: p == g)
+    record = solver.solve("p1", "How many?", "3")
+    assert record["error"] is None, record["error"]
+    return record, prm
+
+
+def test_a_target_step_equal_to_the_draft_step_takes_its_score_so_ties_stay_ties():
+    record, prm = solve_with_equal_steps("generate")
+    rows = record["training_rows"]
+    assert [r["delta"] for r in rows[::2]] == [0.0, 0.0] and [r["label"] for r in rows] == [0, 1, 0]
+    assert prm.calls == 4 and record["counters"]["prm_calls"] == 4 and record["counters"]["reused_prm_scores"] == 2
+    record, _ = solve_with_equal_steps("oracle", 0.0)
+    assert [s["source"] for s in record["steps"]] == ["draft", "target", "draft"]
+    assert record["counters"]["escalated_steps"] == 1
+
+
+def test_target_samples_equal_to_a_scored_step_reuse_its_score():
+    record, prm = solve_with_equal_steps("generate", target_samples=3)
+    first = record["training_rows"][0]  # the draft and the target wrote "same 0"; both samples "same 0 (sampled)"
+    assert first["target_sample_scores"][0] == first["draft_score"]
+    assert first["target_sample_scores"][1] == first["target_sample_scores"][2]
+    assert record["counters"]["prm_calls"] == prm.calls == 2 + 3 + 2  # one per distinct text of each step
+    assert record["counters"]["reused_prm_scores"] == 2 + 1 + 2
 
 
 def test_draft_only_and_target_only_use_one_model():

@@ -19,6 +19,7 @@ COUNTERS = (
     "router_calls",
     "prm_calls",
     "audit_prm_calls",
+    "reused_prm_scores",
     "target_calls",
     "scored_escalations",
     "wasted_escalations",

@@ -3,6 +3,12 @@
 Scores the policy decides on are counted as `prm_calls` and timed as `prm`; scores
 taken only to audit an escalation (wasted-escalation metric) are counted and timed
 apart, so they never inflate a policy's cost.
+
+A pending step whose text equals one already scored on this prefix (the target wrote
+the draft's step) takes that score instead of a second PRM call. The same input has one
+reward; scored twice in different batches it differs in the last bits (padding changes
+the float sums), and such a difference would turn a tie into an escalation under the
+oracle at tau 0 and into a positive router label (`delta > 0`) under `generate`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,20 @@ def _decides_on(policy: str, which: str) -> bool:
     return policy in ("oracle", "generate") or (policy == "rsd" and which == "draft")
 
 
+def _known_score(state: SolveState, update: dict, text: str) -> float | None:
+    """The score already taken for a pending step with exactly this text, if any."""
+    for which in ("draft", "target"):
+        candidate = state.get(which)
+        score = update.get(f"{which}_score", state.get(f"{which}_score"))
+        if candidate is not None and score is not None and candidate["text"] == text:
+            return score
+    return None
+
+
+def _count(update: dict, counter: str, n: int = 1) -> None:
+    update["counters"][counter] = update["counters"].get(counter, 0) + n
+
+
 def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
     prm = runtime.context.models.prm
     prefix = accepted_texts(state)
@@ -29,16 +49,28 @@ def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
         candidate = state.get(which)
         if candidate is None or state.get(f"{which}_score") is not None:
             continue
+        known = _known_score(state, update, candidate["text"])
+        if known is not None:
+            update[f"{which}_score"] = known
+            _count(update, "reused_prm_scores")
+            continue
         audit = not _decides_on(state["policy"], which)
         with timed(update["timings"], "prm_audit" if audit else "prm"):
             reward = last_step_reward(prm, state["problem"], prefix + [candidate["text"]])
-        counter = "audit_prm_calls" if audit else "prm_calls"
-        update["counters"][counter] = update["counters"].get(counter, 0) + 1
+        _count(update, "audit_prm_calls" if audit else "prm_calls")
         update[f"{which}_score"] = reward
     extra = state.get("extra_targets") or []
     if extra and not state.get("extra_target_scores"):
+        scores: dict[str, float] = {}
         with timed(update["timings"], "prm"):
-            scores = [last_step_reward(prm, state["problem"], prefix + [c["text"]]) for c in extra]
-        update["counters"]["prm_calls"] = update["counters"].get("prm_calls", 0) + len(extra)
-        update["extra_target_scores"] = scores
+            for sample in extra:
+                text = sample["text"]
+                known = scores.get(text, _known_score(state, update, text))
+                if known is None:
+                    known = last_step_reward(prm, state["problem"], prefix + [text])
+                    _count(update, "prm_calls")
+                else:
+                    _count(update, "reused_prm_scores")
+                scores[text] = known
+        update["extra_target_scores"] = [scores[sample["text"]] for sample in extra]
     return update
