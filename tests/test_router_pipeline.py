@@ -100,16 +100,14 @@ def test_a_row_and_the_query_for_the_same_step_get_the_same_features():
                         StepOutput("d1", 4, "separator", logprobs))
     assert query_features(query, FEATURES) == pytest.approx(row_features(row(logprobs=logprobs), FEATURES))
     by_name = dict(zip(FEATURES, row_features(row(logprobs=logprobs), FEATURES)))
-    assert by_name["logprob_min"] == -2.5 and by_name["unsure_tokens"] == pytest.approx(math.log1p(2))
+    assert by_name["logprob_min"] == -2.5 and by_name["low_confidence_fraction"] == 0.25
     assert by_name["step_index"] == pytest.approx(math.log1p(2)) and by_name["target_fraction_before"] == 0.5
 
 
 def test_a_feature_router_scores_with_the_features_it_was_saved_with(tmp_path):
-    # A router saved on another feature set (the first lab router's seven) keeps loading and reads its own.
-    names = ["logprob_mean", "logprob_min", "logprob_last", "low_confidence_fraction", "num_tokens", "step_index",
-             "target_fraction_before"]
-    coef = [0.0] * 5 + [1.0, 0.0]
-    FeatureRouter(names, [0.0] * 7, [1.0] * 7, coef, 0.0).save(tmp_path)
+    # A router fitted on a subset of the features keeps loading and reads only its own.
+    names = ["logprob_mean", "step_index"]
+    FeatureRouter(names, [0.0, 0.0], [1.0, 1.0], [0.0, 1.0], 0.0).save(tmp_path)
     loaded = FeatureRouter.load(tmp_path)
     assert loaded.features == tuple(names)
     assert loaded.score_row(row()) == pytest.approx(1 / (1 + math.exp(-math.log1p(2))))  # step_index only

@@ -3,7 +3,7 @@
 
 Weights are saved as JSON (no pickle): the names of the features the router reads,
 their standardisation and the coefficients. A router reads its features by name, so
-routers fitted on another feature set keep loading.
+a router fitted on a subset (or on an older feature set) keeps loading and reads only its own.
 """
 
 from __future__ import annotations
@@ -23,26 +23,17 @@ class DraftSignals(NamedTuple):
     target_steps_before: int
 
 
-def _mean(s: DraftSignals) -> float:
-    return sum(s.logprobs) / len(s.logprobs)
-
-
 FEATURE_FUNCTIONS: dict[str, Callable[[DraftSignals], float]] = {
-    "logprob_mean": _mean,
+    "logprob_mean": lambda s: sum(s.logprobs) / len(s.logprobs),
     "logprob_min": lambda s: min(s.logprobs),
     "logprob_last": lambda s: s.logprobs[-1],
     "low_confidence_fraction": lambda s: sum(lp < -1.0 for lp in s.logprobs) / len(s.logprobs),
-    "unsure_tokens": lambda s: math.log1p(sum(lp < -0.1 for lp in s.logprobs)),
     "num_tokens": lambda s: math.log1p(s.num_tokens),
     "step_index": lambda s: math.log1p(s.step_index),
     "target_fraction_before": lambda s: s.target_steps_before / s.step_index if s.step_index else 0.0,
 }
 FEATURES = tuple(FEATURE_FUNCTIONS)
-# What `fit_feature_router` uses. The step's position features (step_index,
-# target_fraction_before) made the lab router rank worse on its validation rows, and the
-# count of unsure tokens better (README, "The router").
-DEFAULT_FEATURES = ("logprob_mean", "logprob_min", "logprob_last", "low_confidence_fraction", "unsure_tokens",
-                    "num_tokens")
+DEFAULT_FEATURES = FEATURES  # what `fit_feature_router` uses unless told otherwise
 KIND = "arbitrage-feature-router"
 
 
