@@ -19,7 +19,8 @@ def write(tmp_path, text: str):
 
 def test_default_config_runs_the_lab_models_offline():
     config = load_config(None)
-    assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router"
+    assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router-features"
+    assert config.models.router.router_kind == "features"
     assert config.separator == "\n\n" and config.policy == "arbitrage" and config.tau == 0.5
     assert config.models.draft.trust_remote_code is False
 
@@ -87,12 +88,13 @@ def test_every_example_config_validates(name):
     assert config.required_models()
 
 
-def test_feature_router_example_solves_a_lab_problem():
+@pytest.mark.parametrize("name", ["lab.yaml", "lab_neural.yaml"])
+def test_lab_router_examples_solve_a_lab_problem(name):
     from arbitrage.eval.datasets import load_problems
     from arbitrage.servers.factory import load_models
     from arbitrage.solver import Solver
 
-    config = load_config(EXAMPLES / "lab_features.yaml")
+    config = load_config(EXAMPLES / name)
     problem = load_problems("test", dataset="lab", limit=1).problems[0]
     record = Solver(config, load_models(config)).solve(problem.id, problem.problem, problem.answer, problem.dataset)
     assert record["error"] is None and record["steps"]
