@@ -37,8 +37,8 @@ def _known_score(state: SolveState, update: dict, text: str) -> float | None:
     return None
 
 
-def _count(update: dict, counter: str, n: int = 1) -> None:
-    update["counters"][counter] = update["counters"].get(counter, 0) + n
+def _count(update: dict, counter: str) -> None:
+    update["counters"][counter] = update["counters"].get(counter, 0) + 1
 
 
 def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
