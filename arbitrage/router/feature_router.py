@@ -33,7 +33,6 @@ FEATURE_FUNCTIONS: dict[str, Callable[[DraftSignals], float]] = {
     "target_fraction_before": lambda s: s.target_steps_before / s.step_index if s.step_index else 0.0,
 }
 FEATURES = tuple(FEATURE_FUNCTIONS)
-DEFAULT_FEATURES = FEATURES  # what `fit_feature_router` uses unless told otherwise
 KIND = "arbitrage-feature-router"
 
 
@@ -54,11 +53,11 @@ def query_signals(query: RouterQuery) -> DraftSignals:
                         sum(s.source == "target" for s in previous))
 
 
-def row_features(row: dict, names: Sequence[str] = DEFAULT_FEATURES) -> list[float]:
+def row_features(row: dict, names: Sequence[str] = FEATURES) -> list[float]:
     return _features(row_signals(row), names)
 
 
-def query_features(query: RouterQuery, names: Sequence[str] = DEFAULT_FEATURES) -> list[float]:
+def query_features(query: RouterQuery, names: Sequence[str] = FEATURES) -> list[float]:
     return _features(query_signals(query), names)
 
 
@@ -108,7 +107,7 @@ class FeatureRouter:
 
 
 def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
-                       features: Sequence[str] = DEFAULT_FEATURES) -> FeatureRouter:
+                       features: Sequence[str] = FEATURES) -> FeatureRouter:
     """Fit on binary labels; rows are expected already balanced if balancing is wanted."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
