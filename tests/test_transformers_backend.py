@@ -133,6 +133,31 @@ def test_sessions_are_bounded_lru(dirs):
     assert len(gen.sessions) == 2  # no session, nothing kept
 
 
+def test_end_session_does_not_wait_for_a_running_forward_and_is_not_undone_by_it(dirs):
+    gen = generator(dirs["causal"])
+    gen.step("1+1", [], max_tokens=2, session="done")
+    in_forward, release = threading.Event(), threading.Event()
+
+    def slow_forward(module, args, kwargs):
+        in_forward.set()
+        release.wait(10)
+
+    handle = gen.model.register_forward_pre_hook(slow_forward, with_kwargs=True)
+    busy = threading.Thread(target=gen.step, args=("1+1", ["more"]), kwargs={"max_tokens": 2, "session": "done"})
+    try:
+        busy.start()
+        assert in_forward.wait(10)  # the other call holds the model's lock, using the session's cache
+        ended = threading.Thread(target=gen.end_session, args=("done",))
+        ended.start()
+        ended.join(5)
+        assert not ended.is_alive()  # returned while the forward was still running
+    finally:
+        release.set()
+        busy.join(10)
+        handle.remove()
+    assert gen.cached_tokens("done") == 0  # the finished forward did not put the ended cache back
+
+
 def test_sampling_is_seeded_and_top_p_narrows_to_greedy(dirs):
     gen = generator(dirs["causal"])
     hot = SamplingParams(temperature=1.5, seed=3)

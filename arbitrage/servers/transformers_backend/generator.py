@@ -94,13 +94,12 @@ class TransformersGenerator:
         return [result.output for result in decoded]
 
     def end_session(self, session: str) -> None:
-        with self.loaded.lock:
-            self.sessions.drop(session)
+        """Release the session's cache without waiting for a forward in progress."""
+        self.sessions.drop(session)
 
     def cached_tokens(self, session: str) -> int:
         """How many tokens the session's KV cache holds (0 when none)."""
-        with self.loaded.lock:
-            return self.sessions.cached_tokens(session)
+        return self.sessions.cached_tokens(session)
 
     def _prefix_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
         ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)
