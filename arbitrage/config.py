@@ -165,8 +165,9 @@ class Config(_Strict):
     target_sample_temperature: float = Field(0.7, gt=0.0, le=5.0, description="temperature of the extra samples")
     audit_escalations: bool = Field(
         False,
-        description="also PRM-score both steps of every escalation so wasted escalations can be counted "
-        "(extra PRM calls, timed under 'prm_audit')",
+        description="also PRM-score both steps of every escalation so wasted escalations can be counted: "
+        "batch runs (run, sweep) do it after solving, so it never slows them; a graph built with it "
+        "scores inline, timed under 'prm_audit'",
     )
 
     @model_validator(mode="after")

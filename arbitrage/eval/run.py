@@ -4,6 +4,10 @@ finishes, resume from whatever is already there, and write DIR/summary.json.
 A crash or Ctrl-C loses nothing that finished; rerunning skips finished problems
 and retries the ones that ended in an error (their old line is dropped so no
 problem appears twice).
+
+With `audit_escalations`, arbitrage and rsd runs solve unaudited and then PRM-score
+their escalations from the results (`arbitrage/eval/audit.py`), so the audit's PRM
+forwards never slow the run being timed; an audit cut short is redone by the rerun.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Iterable, Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from arbitrage.config import Config
+from arbitrage.eval.audit import AUDITED_AFTER_RUN, audit_records, pending_items
 from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
 from arbitrage.eval.metrics import summarize
 from arbitrage.servers.factory import ModelSet, load_models
@@ -149,8 +154,13 @@ def run_batch(
     done = _resume(results_path, set(ids))
     todo = [p for p in problems if p.id not in done]
     batched = None
+    audit_prm = None
     if solver is None:
         models = models if models is not None else load_models(config)
+        if config.audit_escalations and config.policy in AUDITED_AFTER_RUN:
+            # Solve unaudited, then audit from the results (arbitrage/eval/audit.py).
+            audit_prm = models.prm
+            config = config.model_copy(update={"audit_escalations": False})
         if concurrency > 1:
             # Problems in flight share one forward per decode step (models that can batch).
             models = batched = wrap_batching(models, max_batch=concurrency)
@@ -184,7 +194,23 @@ def run_batch(
         ordered = [done[i] for i in ids if i in done] + [r for i, r in done.items() if i not in set(ids)]
         summary = summarize(ordered, wall_s=wall)
         _atomic_write(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+    if audit_prm is not None:  # every problem is solved and summarised; a failed audit loses none
+        ordered = _audit_after_run(ordered, audit_prm, results_path, progress)
+        summary = summarize(ordered, wall_s=wall)
+        _atomic_write(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
     return summary
+
+
+def _audit_after_run(records: list[dict], prm, results_path: Path, progress: bool) -> list[dict]:
+    """Audit the escalations of every record and rewrite the results file with the scores."""
+    total = sum(len(pending_items(r)) for r in records)
+    if not total:
+        return records
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("audit (PRM)", total=total)
+        audited = audit_records(records, prm, advance=lambda n: bar.advance(task, n))
+    _atomic_write(results_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in audited))
+    return audited
 
 
 def _previous_wall(summary_path: Path) -> float:
@@ -206,7 +232,7 @@ class _NullBar:
     def add_task(self, *args, **kwargs):
         return 0
 
-    def advance(self, task):
+    def advance(self, task, amount=1):
         pass
 
 

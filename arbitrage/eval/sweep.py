@@ -22,12 +22,11 @@ from typing import Iterable, Mapping, Sequence
 from rich.console import Console
 
 from arbitrage.config import DEFAULT_THRESHOLD, POLICIES, POLICY_ROLES, THRESHOLD_RANGE, Config, ConfigError
+from arbitrage.eval.audit import AUDITED_AFTER_RUN
 from arbitrage.eval.run import CONFIG_FILE, SUMMARY_FILE, ProblemLike, run_batch
 from arbitrage.servers.factory import ModelSet, load_models
 
 SWEEP_FILE = "sweep.json"
-# Policies whose escalations the audit PRM-scores (oracle and generate score both steps anyway).
-_AUDITED = ("arbitrage", "rsd")
 
 Thresholds = Sequence[float] | Mapping[str, Sequence[float]] | None
 
@@ -136,7 +135,7 @@ def roles_needed(runs: Iterable[PlannedRun], *, audit: bool) -> tuple[str, ...]:
     roles: dict[str, None] = {}
     for run in runs:
         roles.update(dict.fromkeys(POLICY_ROLES[run.policy]))
-        if audit and run.policy in _AUDITED:
+        if audit and run.policy in AUDITED_AFTER_RUN:
             roles["prm"] = None
     return tuple(role for role in ("draft", "target", "prm", "router") if role in roles)
 
@@ -157,8 +156,8 @@ def run_sweep(
     with the notes of `plan_runs` on skipped thresholds).
 
     `audit` (default: the config's `audit_escalations`) PRM-scores both steps of every
-    arbitrage/rsd escalation so wasted escalations are counted; that PRM time is kept
-    apart under `prm_audit`.
+    arbitrage/rsd escalation so wasted escalations are counted, after each run from its
+    results (`run_batch`), so that PRM time never slows the run it audits.
     """
     problems = list(problems)
     runs, notes = plan_runs(policies, thresholds)
@@ -202,7 +201,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _run_config(config: Config, run: PlannedRun, audit: bool) -> Config:
     run_config = config.with_overrides(policy=run.policy, threshold=run.threshold)
-    return run_config.model_copy(update={"audit_escalations": audit and run.policy in _AUDITED})
+    return run_config.model_copy(update={"audit_escalations": audit and run.policy in AUDITED_AFTER_RUN})
 
 
 def _row(run: PlannedRun, summary: dict) -> dict:
