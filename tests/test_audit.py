@@ -57,6 +57,11 @@ def test_rsd_steps_score_only_the_target_and_audited_records_are_left_alone():
     [audited] = audit_records([rsd], prm)
     assert audited["steps"][0]["target_score"] == 0.9 and audited["counters"]["wasted_escalations"] == 0
     assert pending_items(audited) == [] and apply_scores(audited, {}) is audited
+    tie = record(step("d", escalated=True, draft_text="d", draft_score=0.4))  # the target wrote the draft's step
+    assert pending_items(tie) == []
+    [audited] = audit_records([tie], prm)
+    assert audited["steps"][0]["target_score"] == 0.4 and audited["counters"]["wasted_escalations"] == 1
+    assert audited["counters"]["audit_prm_calls"] == 0 and len(prm.inputs) == 1
     errored = record(step("t", escalated=True, draft_text="d"), error="RuntimeError: boom")
     assert pending_items(errored) == [] and audit_records([errored], prm) == [errored]
 

@@ -53,9 +53,9 @@ def pending_items(record: dict) -> list[Item]:
 
 def apply_scores(record: dict, scores: dict[Item, float]) -> dict:
     """`record` with its escalated steps scored from `scores` and its counters updated."""
-    pending = pending_items(record)
-    if not pending:
+    if record.get("error") or not any(_needs_audit(step) for step in record.get("steps") or []):
         return record
+    pending = pending_items(record)
     steps = [dict(step) for step in record["steps"]]
     counters = dict(record.get("counters") or {})
     for index, step in enumerate(steps):
