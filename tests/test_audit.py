@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from arbitrage.config import Config
 from arbitrage.eval.audit import apply_scores, audit_records, pending_items
 from arbitrage.eval.run import read_results, run_batch
@@ -95,3 +97,25 @@ def test_run_batch_audits_after_solving_with_the_counts_of_the_in_graph_audit(tm
             assert got["counters"].get(name, 0) == want["counters"].get(name, 0), name
     assert summary["scored_escalations"] == summary["escalated_steps"] > 0
     assert summary["wasted_escalations"] == sum(r["counters"].get("wasted_escalations", 0) for r in records)
+
+
+def test_a_rerun_audits_what_a_run_left_unaudited_without_solving_again(tmp_path):
+    world = World(6, seed=3)
+    config = Config(policy="rsd", threshold=0.9, audit_escalations=True)
+    models = world.models()
+    run_batch(config.model_copy(update={"audit_escalations": False}), world.problems, tmp_path, models=models,
+              progress=False)
+    records = read_results(tmp_path / "results.jsonl")
+    escalated = [(r, s) for r in records for s in r["steps"] if s["escalated"]]
+    assert escalated and all(s["target_score"] is None for _, s in escalated)
+    for _, tie in escalated:  # as when the target writes the draft's own step: no PRM call is needed
+        tie["draft_text"] = tie["text"]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    draft_calls = models.draft.calls
+    summary = run_batch(config, world.problems, tmp_path, models=models, progress=False)
+    assert models.draft.calls == draft_calls  # nothing solved again
+    audited = {r["id"]: r for r in read_results(tmp_path / "results.jsonl")}
+    assert all(s["target_score"] is not None for r in audited.values() for s in r["steps"] if s["escalated"])
+    assert all(s["target_score"] == s["draft_score"] for r in audited.values() for s in r["steps"] if s["escalated"])
+    assert summary["scored_escalations"] == summary["wasted_escalations"] == summary["escalated_steps"] == len(escalated)

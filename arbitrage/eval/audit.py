@@ -34,6 +34,11 @@ def _needs_audit(step: dict) -> bool:
     )
 
 
+def needs_audit(record: dict) -> bool:
+    """Does some escalated step of `record` still lack a score (whether or not that takes a PRM call)?"""
+    return not record.get("error") and any(_needs_audit(step) for step in record.get("steps") or [])
+
+
 def pending_items(record: dict) -> list[Item]:
     """The PRM inputs the audit of `record` still needs, each once."""
     items: list[Item] = []
@@ -53,7 +58,7 @@ def pending_items(record: dict) -> list[Item]:
 
 def apply_scores(record: dict, scores: dict[Item, float]) -> dict:
     """`record` with its escalated steps scored from `scores` and its counters updated."""
-    if record.get("error") or not any(_needs_audit(step) for step in record.get("steps") or []):
+    if not needs_audit(record):
         return record
     pending = pending_items(record)
     steps = [dict(step) for step in record["steps"]]

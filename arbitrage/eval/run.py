@@ -23,7 +23,7 @@ from typing import Iterable, Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from arbitrage.config import Config
-from arbitrage.eval.audit import AUDITED_AFTER_RUN, audit_records, pending_items
+from arbitrage.eval.audit import AUDITED_AFTER_RUN, audit_records, needs_audit, pending_items
 from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
 from arbitrage.eval.metrics import summarize
 from arbitrage.servers.factory import ModelSet, load_models
@@ -203,9 +203,9 @@ def run_batch(
 
 def _audit_after_run(records: list[dict], prm, results_path: Path, progress: bool) -> list[dict]:
     """Audit the escalations of every record and rewrite the results file with the scores."""
-    total = sum(len(pending_items(r)) for r in records)
-    if not total:
+    if not any(needs_audit(r) for r in records):
         return records
+    total = sum(len(pending_items(r)) for r in records)
     with _progress_bar(progress) as bar:
         task = bar.add_task("audit (PRM)", total=total)
         audited = audit_records(records, prm, advance=lambda n: bar.advance(task, n))
