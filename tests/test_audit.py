@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from arbitrage.config import Config
 from arbitrage.eval.audit import apply_scores, audit_records, pending_items
 from arbitrage.eval.run import read_results, run_batch
@@ -119,3 +121,13 @@ def test_a_rerun_audits_what_a_run_left_unaudited_without_solving_again(tmp_path
     assert all(s["target_score"] is not None for r in audited.values() for s in r["steps"] if s["escalated"])
     assert all(s["target_score"] == s["draft_score"] for r in audited.values() for s in r["steps"] if s["escalated"])
     assert summary["scored_escalations"] == summary["wasted_escalations"] == summary["escalated_steps"] == len(escalated)
+
+
+def test_an_audit_without_a_prm_is_refused_before_solving(tmp_path):
+    world = World(2)
+    models = world.models()
+    models.prm = None
+    config = Config(policy="arbitrage", threshold=0.5, audit_escalations=True)
+    with pytest.raises(ValueError, match="audit_escalations needs a loaded prm"):
+        run_batch(config, world.problems, tmp_path, models=models, progress=False)
+    assert models.draft.calls == 0

@@ -70,8 +70,10 @@ def apply_scores(record: dict, scores: dict[Item, float]) -> dict:
         if step.get("draft_score") is None:
             step["draft_score"] = scores[(record["problem"], prefix + (step["draft_text"],))]
         if step.get("target_score") is None:
-            same_text = step["text"] == step["draft_text"]
-            step["target_score"] = step["draft_score"] if same_text else scores[(record["problem"], prefix + (step["text"],))]
+            if step["text"] == step["draft_text"]:
+                step["target_score"] = step["draft_score"]
+            else:
+                step["target_score"] = scores[(record["problem"], prefix + (step["text"],))]
         counters["scored_escalations"] = counters.get("scored_escalations", 0) + 1
         counters["wasted_escalations"] = counters.get("wasted_escalations", 0) + int(
             step["target_score"] <= step["draft_score"]
@@ -80,7 +82,9 @@ def apply_scores(record: dict, scores: dict[Item, float]) -> dict:
     return {**record, "steps": steps, "counters": counters}
 
 
-def score_items(prm: PRM, items: Sequence[Item], *, batch_size: int = 32, advance: Callable[[int], None] | None = None) -> dict[Item, float]:
+def score_items(
+    prm: PRM, items: Sequence[Item], *, batch_size: int = 32, advance: Callable[[int], None] | None = None
+) -> dict[Item, float]:
     """The PRM reward of each item's last step, batched when the PRM can batch."""
     scores: dict[Item, float] = {}
     for start in range(0, len(items), batch_size):

@@ -160,6 +160,8 @@ def run_batch(
         if config.audit_escalations and config.policy in AUDITED_AFTER_RUN:
             # Solve unaudited, then audit from the results (arbitrage/eval/audit.py).
             audit_prm = models.prm
+            if audit_prm is None:
+                raise ValueError("audit_escalations needs a loaded prm model to score the escalated steps")
             config = config.model_copy(update={"audit_escalations": False})
         if concurrency > 1:
             # Problems in flight share one forward per decode step (models that can batch).
