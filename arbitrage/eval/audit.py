@@ -17,10 +17,10 @@ scores are left alone, so auditing twice changes nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator
 
-from arbitrage.protocols import PRM, last_step_reward
-from arbitrage.servers.batching import BatchedPRM
+from arbitrage.protocols import PRM
+from arbitrage.servers.batching import last_step_rewards
 
 # The policies that escalate without scoring both steps (oracle and generate score both).
 AUDITED_AFTER_RUN = ("arbitrage", "rsd")
@@ -34,21 +34,25 @@ def _needs_audit(step: dict) -> bool:
     )
 
 
+def _unaudited(record: dict) -> Iterator[tuple[int, dict, tuple[str, ...]]]:
+    """(index, step, prefix texts) of each escalated step of `record` still missing a score."""
+    if record.get("error"):
+        return
+    steps = record.get("steps") or []
+    for index, step in enumerate(steps):
+        if _needs_audit(step):
+            yield index, step, tuple(s["text"] for s in steps[:index])
+
+
 def needs_audit(record: dict) -> bool:
     """Does some escalated step of `record` still lack a score (whether or not that takes a PRM call)?"""
-    return not record.get("error") and any(_needs_audit(step) for step in record.get("steps") or [])
+    return next(_unaudited(record), None) is not None
 
 
 def pending_items(record: dict) -> list[Item]:
     """The PRM inputs the audit of `record` still needs, each once."""
     items: list[Item] = []
-    if record.get("error"):
-        return items
-    steps = record.get("steps") or []
-    for index, step in enumerate(steps):
-        if not _needs_audit(step):
-            continue
-        prefix = tuple(s["text"] for s in steps[:index])
+    for _, step, prefix in _unaudited(record):
         texts = [step["draft_text"]] if step.get("draft_score") is None else []
         if step.get("target_score") is None and step["text"] != step["draft_text"]:
             texts.append(step["text"])  # an equal text takes the draft's score
@@ -58,50 +62,42 @@ def pending_items(record: dict) -> list[Item]:
 
 def apply_scores(record: dict, scores: dict[Item, float]) -> dict:
     """`record` with its escalated steps scored from `scores` and its counters updated."""
-    if not needs_audit(record):
+    unaudited = list(_unaudited(record))
+    if not unaudited:
         return record
-    pending = pending_items(record)
-    steps = [dict(step) for step in record["steps"]]
+    steps = list(record["steps"])
     counters = dict(record.get("counters") or {})
-    for index, step in enumerate(steps):
-        if not _needs_audit(step):
-            continue
-        prefix = tuple(s["text"] for s in steps[:index])
+    looked_up: set[Item] = set()
+
+    def score(prefix: tuple[str, ...], text: str) -> float:
+        item = (record["problem"], prefix + (text,))
+        looked_up.add(item)
+        return scores[item]
+
+    for index, original, prefix in unaudited:
+        step = steps[index] = dict(original)
         if step.get("draft_score") is None:
-            step["draft_score"] = scores[(record["problem"], prefix + (step["draft_text"],))]
+            step["draft_score"] = score(prefix, step["draft_text"])
         if step.get("target_score") is None:
-            if step["text"] == step["draft_text"]:
-                step["target_score"] = step["draft_score"]
-            else:
-                step["target_score"] = scores[(record["problem"], prefix + (step["text"],))]
+            same_text = step["text"] == step["draft_text"]
+            step["target_score"] = step["draft_score"] if same_text else score(prefix, step["text"])
         counters["scored_escalations"] = counters.get("scored_escalations", 0) + 1
         counters["wasted_escalations"] = counters.get("wasted_escalations", 0) + int(
             step["target_score"] <= step["draft_score"]
         )
-    counters["audit_prm_calls"] = counters.get("audit_prm_calls", 0) + len(pending)
+    counters["audit_prm_calls"] = counters.get("audit_prm_calls", 0) + len(looked_up)
     return {**record, "steps": steps, "counters": counters}
 
 
-def score_items(
-    prm: PRM, items: Sequence[Item], *, batch_size: int = 32, advance: Callable[[int], None] | None = None
-) -> dict[Item, float]:
-    """The PRM reward of each item's last step, batched when the PRM can batch."""
-    scores: dict[Item, float] = {}
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        if isinstance(prm, BatchedPRM) and not hasattr(prm, "score_last"):
-            rewards = [r[-1] for r in prm.score_batch([(problem, list(steps)) for problem, steps in chunk])]
-        else:
-            rewards = [last_step_reward(prm, problem, list(steps)) for problem, steps in chunk]
-        scores.update(zip(chunk, (float(r) for r in rewards)))
-        if advance is not None:
-            advance(len(chunk))
-    return scores
-
-
-def audit_records(records: Iterable[dict], prm: PRM, *, advance: Callable[[int], None] | None = None) -> list[dict]:
+def audit_records(records: Iterable[dict], prm: PRM, *, advance: Callable[[int], None] | None = None,
+                  batch_size: int = 32) -> list[dict]:
     """Every record with its escalations audited (records that need nothing come back as they were)."""
     records = list(records)
     items = list(dict.fromkeys(item for record in records for item in pending_items(record)))
-    scores = score_items(prm, items, advance=advance)
+    scores: dict[Item, float] = {}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        scores.update(zip(chunk, last_step_rewards(prm, chunk)))
+        if advance is not None:
+            advance(len(chunk))
     return [apply_scores(record, scores) for record in records]

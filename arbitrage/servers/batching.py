@@ -167,14 +167,24 @@ def prm_batcher(prm, **options) -> Batcher[tuple[str, tuple[str, ...], bool], li
         return list(prm.score(problem, list(steps)))
 
     def run_batch(items):
-        wants_last = any(last_only for _, _, last_only in items)
-        # A PRM with its own score_last (a judge) is cheaper per item than a batched score.
-        if isinstance(prm, BatchedPRM) and not (wants_last and hasattr(prm, "score_last")):
+        if _scores_in_one_batch(prm, wants_last=any(last_only for _, _, last_only in items)):
             rewards = prm.score_batch([(problem, list(steps)) for problem, steps, _ in items])
             return [[r[-1]] if last_only else list(r) for r, (_, _, last_only) in zip(rewards, items)]
         return [run_one(item) for item in items]
 
     return Batcher(run_batch, run_one, name="prm-batcher", **options)
+
+
+def last_step_rewards(prm, items: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
+    """The newest step's reward for each (problem, steps), in one batched call when that is cheaper."""
+    if _scores_in_one_batch(prm, wants_last=True):
+        return [float(r[-1]) for r in prm.score_batch([(problem, list(steps)) for problem, steps in items])]
+    return [last_step_reward(prm, problem, list(steps)) for problem, steps in items]
+
+
+def _scores_in_one_batch(prm, *, wants_last: bool) -> bool:
+    # A PRM with its own score_last (a judge) is cheaper per item than a batched score.
+    return isinstance(prm, BatchedPRM) and not (wants_last and hasattr(prm, "score_last"))
 
 
 def router_batcher(router, **options) -> Batcher[RouterQuery, float]:
