@@ -152,3 +152,13 @@ def test_fingerprints_skip_roles_the_policy_does_not_call_and_http_models(tmp_pa
     http = {"backend": "openai", "path": "target", "base_url": "http://127.0.0.1:1/v1"}
     config = Config.model_validate({"policy": "rsd", "models": {"target": http}})
     assert set(run_checkpoints(config)) == {"draft", "prm"}  # lab weights on disk; no router in RSD
+
+
+def test_progress_bar_leaves_stdout_to_the_caller(tmp_path, capsys):
+    """Commands print JSON on stdout; the progress bar must not end up inside it."""
+    solver = Solver(Config(policy="arbitrage", threshold=0.5), models(),
+                    grader=lambda predicted, gold, dataset: predicted == gold)
+    run_batch(Config(policy="arbitrage", threshold=0.5), PROBLEMS, tmp_path, solver=solver, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "5/5" in captured.err

@@ -80,6 +80,7 @@ def train_router(
 ) -> dict:
     """Train, keep the best epoch by validation Spearman, save it with its options; return the history."""
     import torch
+    from rich.console import Console
     from rich.progress import Progress
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -101,7 +102,7 @@ def train_router(
 
     history, best, stale = [], None, 0
     output_dir = Path(output_dir)
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress, console=Console(stderr=True)) as bar:
         task = bar.add_task("router", total=options.epochs * ((len(rows) + options.batch_size - 1) // options.batch_size))
         for epoch in range(options.epochs):
             model.train()
