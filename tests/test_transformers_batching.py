@@ -21,7 +21,7 @@ from arbitrage.eval.run import read_results, run_batch
 from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, last_step_reward
 from arbitrage.servers.batching import StepRequest
 from arbitrage.servers.factory import ModelSet
-from arbitrage.servers.transformers_backend.batch_cache import length_groups
+from arbitrage.servers.transformers_backend.batch_cache import cache_argument, length_groups, padded_forward
 from arbitrage.servers.transformers_backend.growing_cache import GrowingLayer, new_cache
 from arbitrage.servers.inprocess_batching import BatchingGenerator, BatchingPRM, BatchingRouter, batching, wrap_batching
 from arbitrage.servers.transformers_backend import load_generator, load_prm, load_router
@@ -168,8 +168,8 @@ def test_growing_cache_appends_in_place_and_matches_the_dynamic_cache(dirs):
 
     def both(feed):
         with torch.inference_mode():
-            a = model(input_ids=feed, past_key_values=plain, use_cache=True).logits
-            b = model(input_ids=feed, past_key_values=growing, use_cache=True).logits
+            a = model(input_ids=feed, use_cache=True, **cache_argument(model, plain)).logits
+            b = model(input_ids=feed, use_cache=True, **cache_argument(model, growing)).logits
         assert torch.equal(a, b)
 
     both(ids[:, :30])
@@ -419,3 +419,21 @@ def test_run_with_concurrency_batches_and_matches_the_sequential_run(dirs, tmp_p
             assert {k: v for k, v in step.items() if k not in floats} == {k: v for k, v in same.items() if k not in floats}
             assert [step[k] for k in sorted(floats)] == pytest.approx([same[k] for k in sorted(floats)], abs=1e-5)
     assert [r["counters"] for r in four] == [r["counters"] for r in one]
+
+
+def test_cached_forwards_give_the_cache_by_the_keyword_the_model_takes(dirs):
+    """Newer transformers warn on every forward given `past_key_values` (and drop it in 5.40)."""
+    import inspect
+    import warnings
+
+    model = generator(dirs["causal1"]).model
+    keyword = next(iter(cache_argument(model, None)))
+    assert keyword in inspect.signature(type(model).forward).parameters
+    ids = torch.arange(5, 20).reshape(1, -1)
+    cache = new_cache(model.config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.inference_mode():
+            padded_forward(model, ids[:, :10], torch.ones(1, 10, dtype=torch.long), cache)
+            padded_forward(model, ids[:, 10:], torch.ones(1, 15, dtype=torch.long), cache)
+    assert cache.get_seq_length() == 15

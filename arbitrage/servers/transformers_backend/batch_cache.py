@@ -10,6 +10,8 @@ other cache kinds (sliding windows, linear attention) callers prefill rows afres
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Sequence
 
 
@@ -57,7 +59,18 @@ def padded_forward(model, feed, mask, cache, **kwargs):
     if not bool(mask.all()):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -feed.shape[1] :]
         kwargs.update(attention_mask=mask, position_ids=positions)
-    return model(input_ids=feed, past_key_values=cache, use_cache=True, **kwargs)
+    return model(input_ids=feed, use_cache=True, **cache_argument(model, cache), **kwargs)
+
+
+def cache_argument(model, cache) -> dict:
+    """The forward keyword for a KV cache: `cache` in newer transformers, which warn on
+    every call given `past_key_values` and drop it in 5.40; `past_key_values` before."""
+    return {_cache_keyword(type(model)): cache}
+
+
+@functools.cache
+def _cache_keyword(model_class) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def merge_rows(model_config, caches: Sequence, lengths: Sequence[int]):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbitrage.protocols import SamplingParams, StepOutput
-from arbitrage.servers.transformers_backend.batch_cache import extract_row, keep_rows, padded_forward, start_batch
+from arbitrage.servers.transformers_backend.batch_cache import (
+    cache_argument, extract_row, keep_rows, padded_forward, start_batch,
+)
 from arbitrage.servers.transformers_backend.step_stop import StepStopper
 
 
@@ -118,5 +120,5 @@ def _prefill_long_rows_alone(model, rows: list[Row], *, device, keep_logits: dic
     for row in rows:
         if len(row.ids) - row.reused - 1 >= PREFILL_ALONE_FROM:
             feed = torch.tensor([row.ids[row.reused : -1]], device=device)
-            model(input_ids=feed, past_key_values=row.cache, use_cache=True, **keep_logits)
+            model(input_ids=feed, use_cache=True, **cache_argument(model, row.cache), **keep_logits)
             row.reused = len(row.ids) - 1
