@@ -139,6 +139,15 @@ def test_a_target_step_equal_to_the_draft_step_takes_its_score_so_ties_stay_ties
     assert record["counters"]["escalated_steps"] == 1
 
 
+def test_oracle_below_zero_escalates_only_steps_the_target_wrote_differently():
+    # At tau < 0 a tie (delta exactly 0) clears the threshold, but taking the target's
+    # copy of the draft's own step is no escalation.
+    record, _ = solve_with_equal_steps("oracle", -0.5)
+    assert [s["source"] for s in record["steps"]] == ["draft", "target", "draft"]
+    assert record["counters"]["escalated_steps"] == 1 and record["counters"]["accepted_draft_steps"] == 2
+    assert record["counters"]["target_calls"] == 3  # the oracle still runs the target at every step
+
+
 def test_target_samples_equal_to_a_scored_step_reuse_its_score():
     record, prm = solve_with_equal_steps("generate", target_samples=3)
     first = record["training_rows"][0]  # the draft and the target wrote "same 0"; both samples "same 0 (sampled)"

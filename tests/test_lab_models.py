@@ -67,3 +67,23 @@ def test_shipped_prm_scores_steps():
     assert len(r_good) == 2 and len(r_bad) == 2
     assert all(0.0 <= r <= 1.0 for r in r_good + r_bad)
     # the shipped PRM is weak (see MODEL_CARD.md), so no ordering is asserted here
+
+
+def test_lab_oracle_counts_only_target_steps_that_differ_as_escalations():
+    from arbitrage.lab.evaluate import load_lab_models, run_oracle
+    from arbitrage.lab.generation import generate_solutions, split_steps
+    from arbitrage.lab.task import make_splits
+
+    for name in ("draft", "target", "prm"):
+        _shipped(name)
+    draft, target, prm = load_lab_models()
+    problems = make_splits(0, n_train=0)[2][:2]
+    # A model against itself ties at every step: nothing to escalate, whatever tau.
+    (same,) = run_oracle(draft, draft, prm, problems, taus=[-0.5])
+    assert same["escalation_rate"] == 0.0 and same["steps"] > 0
+    # At tau -1 every step is the target's text, so the solutions are the target's own,
+    # yet only the steps where the draft wrote something else count as escalations.
+    (always,) = run_oracle(draft, target, prm, problems, taus=[-1.0])
+    target_steps = sum(len(split_steps(s)) for s in generate_solutions(target, [p.problem for p in problems]))
+    assert always["steps"] == target_steps
+    assert 0.0 < always["escalation_rate"] < 1.0

@@ -3,8 +3,13 @@
 The decision rules (DESIGN, step 2):
 - arbitrage: escalate iff router score y_hat > tau
 - rsd:       accept the draft iff its PRM score s_d >= tau
-- oracle:    escalate iff s_t - s_d > tau
+- oracle:    escalate iff s_t - s_d > tau, and the target wrote a different step
 - generate:  keep whichever step the PRM scores higher (the draft on a tie)
+
+The oracle prices what an ideal router would escalate. Where the target writes the
+draft's own text, taking "its" step changes nothing, so an ideal router would not call
+the target there: that step is the draft's, not an escalation. (Same text has the same
+reward, so at tau < 0 the bare rule would count every such tie as an escalation.)
 The edge functions turn them into the next node's name; `chosen_source` tells the
 commit node which pending step to keep.
 """
@@ -55,6 +60,8 @@ def chosen_source(state: SolveState) -> Literal["draft", "target"]:
         return "target"
     policy = state["policy"]
     if policy == "oracle":
+        if state["target"]["text"] == state["draft"]["text"]:
+            return "draft"
         escalate = oracle_escalates(state["draft_score"], state["target_score"], state["threshold"])
         return "target" if escalate else "draft"
     if policy == "generate":

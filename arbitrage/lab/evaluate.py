@@ -78,7 +78,8 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
                 d, t = draft_cache[k], target_cache[k]
                 s_d, s_t = score_cache[(i, k[1] + (d.text,))], score_cache[(i, k[1] + (t.text,))]
                 chosen = d
-                if s_t - s_d > tau:
+                # as the graph's oracle: a target step equal to the draft's is no escalation
+                if t.text != d.text and s_t - s_d > tau:
                     chosen = t
                     states[i]["escalated"] += 1
                 states[i]["steps"].append(chosen.text)
