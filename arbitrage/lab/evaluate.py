@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from arbitrage.lab import WEIGHTS_DIR
+from arbitrage.lab import WEIGHTS_DIR, progress_bar
 from arbitrage.lab.checker import answer_correct, check_solution, extract_boxed
 from arbitrage.lab.generation import generate_solutions, generate_steps, prm_step_rewards, split_steps
 from arbitrage.lab.task import LabProblem, make_splits
@@ -49,6 +49,7 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
     target_cache: dict = {}
     score_cache: dict = {}
     results = []
+    bar = progress_bar(len(taus), "oracle thresholds")
     for tau in taus:
         states = [{"steps": [], "escalated": 0, "done": False} for _ in problems]
         while True:
@@ -91,6 +92,8 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
         results.append({"tau": tau, "accuracy": correct / len(problems),
                         "escalation_rate": sum(s["escalated"] for s in states) / max(1, n_steps),
                         "steps": n_steps})
+        bar.update(1)
+    bar.close()
     return results
 
 
@@ -99,12 +102,14 @@ def _accuracy_and_prm_figures(draft, target, prm, problems: Sequence[LabProblem]
     texts = [p.problem for p in problems]
     report: dict = {}
     solutions = {}
+    bar = progress_bar(3, "draft-only, target-only, PRM")
     for name, model in (("draft", draft), ("target", target)):
         t = time.time()
         sols = generate_solutions(model, texts, batch_size=batch_size)
         solutions[name] = sols
         report[f"{name}_only_accuracy"] = sum(answer_correct(p, s) for p, s in zip(problems, sols)) / len(problems)
         report[f"{name}_generate_seconds"] = round(time.time() - t, 2)
+        bar.update(1)
 
     # PRM AUROC on the steps both models wrote on held-out problems (checker labels).
     labels, scores, sources = [], [], []
@@ -115,6 +120,8 @@ def _accuracy_and_prm_figures(draft, target, prm, problems: Sequence[LabProblem]
             if steps:
                 items.append((p, steps, name))
     rewards = prm_step_rewards(prm, [(p.problem, s) for p, s, _ in items], batch_size=batch_size)
+    bar.update(1)
+    bar.close()
     for (p, steps, name), r in zip(items, rewards):
         verdicts = check_solution(p, steps)
         labels += [int(v.correct) for v in verdicts]
