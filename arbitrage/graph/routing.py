@@ -10,6 +10,7 @@ The oracle prices what an ideal router would escalate. Where the target writes t
 draft's own text, taking "its" step changes nothing, so an ideal router would not call
 the target there: that step is the draft's, not an escalation. (Same text has the same
 reward, so at tau < 0 the bare rule would count every such tie as an escalation.)
+
 The edge functions turn them into the next node's name; `chosen_source` tells the
 commit node which pending step to keep.
 """

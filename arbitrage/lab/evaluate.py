@@ -3,9 +3,9 @@ held-out steps written by both models, and the oracle policy over a threshold gr
 
 The oracle runs the step loop itself (batched over problems): at each step both
 models write a step from the same accepted prefix (greedy), the PRM scores both,
-and the target's step is taken iff `s_t - s_d > tau`. Steps and scores are cached
-by prefix, so the threshold grid shares work. The escalation rate is escalated
-steps / committed steps.
+and the target's step is taken iff `s_t - s_d > tau` and it differs from the draft's
+(the graph's rule, `graph/routing.py`). Steps and scores are cached by prefix, so the
+threshold grid shares work. The escalation rate is escalated steps / committed steps.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
                 d, t = draft_cache[k], target_cache[k]
                 s_d, s_t = score_cache[(i, k[1] + (d.text,))], score_cache[(i, k[1] + (t.text,))]
                 chosen = d
-                # as the graph's oracle: a target step equal to the draft's is no escalation
                 if t.text != d.text and s_t - s_d > tau:
                     chosen = t
                     states[i]["escalated"] += 1
