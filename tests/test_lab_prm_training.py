@@ -76,7 +76,7 @@ def test_prm_loss_terms_add_up_and_backpropagate():
     ends = prm_loss(prm, batch, "cpu")
     with_dense = prm_loss(prm, batch, "cpu", dense_weight=1.0)
     full = prm_loss(prm, batch, "cpu", dense_weight=1.0, lm_weight=1.0)
-    assert 0 < float(ends) < float(with_dense) < float(full)
+    assert 0 < ends.item() < with_dense.item() < full.item()
     full.backward()
     assert prm.model.embed_tokens.weight.grad is not None and prm.score.weight.grad is not None
 
