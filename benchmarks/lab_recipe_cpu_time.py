@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.steps < 1 or args.threads < 1:
+        parser.error(f"--steps and --threads must be >= 1, got {args.steps} and {args.threads}")
     torch.set_num_threads(args.threads)
     recipe = Recipe()
     needed = (args.steps + 1) * max(recipe.draft.batch_size, recipe.target.batch_size)
