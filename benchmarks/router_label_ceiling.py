@@ -25,14 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from arbitrage.lab.checker import check_step
 from arbitrage.router.dataset import load_split
 from arbitrage.router.evaluate import router_metrics
-
-
-def draft_wrong(row: dict) -> int:
-    previous = [step["text"] for step in row["previous_steps"]]
-    return int(not check_step(row["problem"], previous, row["draft_step"]).correct)
+from router_wrong_steps import draft_step_wrong  # the benchmark beside this one
 
 
 def main() -> None:
@@ -44,7 +39,7 @@ def main() -> None:
     out = {}
     for split in args.split or ["test"]:
         rows = load_split(args.data, split)
-        wrong = [draft_wrong(r) for r in rows]
+        wrong = draft_step_wrong(rows)
         differs = [int(r["draft_step"] != r["target_step"]) for r in rows]
         scorers = {
             "draft wrong": wrong,

@@ -9,7 +9,7 @@ from arbitrage.protocols import AnnotatedStep, RouterQuery, StepOutput
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from perfect_router_ceiling import CheckerRouter  # noqa: E402
-from router_label_ceiling import draft_wrong  # noqa: E402
+from router_wrong_steps import draft_step_wrong  # noqa: E402
 
 
 def _wrong_result(step: str) -> str:
@@ -30,10 +30,10 @@ def test_checker_router_escalates_exactly_the_wrong_draft_steps():
     assert CheckerRouter().score(query(wrong)) == 1.0
 
 
-def test_label_ceiling_reads_the_draft_step_on_its_recorded_prefix():
+def test_wrong_draft_step_labels_read_the_step_on_its_recorded_prefix():
     problem = next(p for p in generate_problems(20, seed=3) if p.num_ops >= 2)
     row = {"problem": problem.problem, "previous_steps": [{"text": problem.steps[0], "source": "target"}]}
-    assert draft_wrong({**row, "draft_step": problem.steps[1]}) == 0
-    assert draft_wrong({**row, "draft_step": _wrong_result(problem.steps[1])}) == 1
+    assert draft_step_wrong([{**row, "draft_step": problem.steps[1]}]) == [0]
+    assert draft_step_wrong([{**row, "draft_step": _wrong_result(problem.steps[1])}]) == [1]
     # the same step on a prefix that skips the first operation is wrong there
-    assert draft_wrong({**row, "previous_steps": [], "draft_step": problem.steps[1]}) == 1
+    assert draft_step_wrong([{**row, "previous_steps": [], "draft_step": problem.steps[1]}]) == [1]
