@@ -14,17 +14,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arbitrage.cli_support import fail, load_cli_problems, set_torch_threads
-from arbitrage.config import POLICIES, ConfigError, load_config
+from arbitrage.cli_support import err_console, fail, set_torch_threads
+from arbitrage.eval.cli import load_cli_problems
+from arbitrage.config import Config, ConfigError, load_config
+from arbitrage.policies import POLICY_NAMES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Step-level speculative reasoning (Arbitrage).")
 
 
-def _load(config_path: Optional[Path], policy: Optional[str], threshold: Optional[float]):
+def _load(config_path: Optional[Path], policy: Optional[str], threshold: Optional[float]) -> Config:
     try:
-        return load_config(config_path).with_overrides(policy=policy, threshold=threshold)
+        config = load_config(config_path).with_overrides(policy=policy, threshold=threshold)
     except ConfigError as error:
         fail(str(error))
+    if threshold is not None and not config.policy.uses_threshold:
+        err_console.print(f"note: policy {config.policy.name} takes no threshold; --threshold {threshold} is ignored",
+                          highlight=False, soft_wrap=True)
+    elif config.threshold_is_default:
+        err_console.print(
+            f"note: threshold {config.threshold} is policy {config.policy.name}'s default (compared with "
+            f"{config.policy.threshold_meaning}); set --threshold or threshold: in the config to choose one",
+            highlight=False, soft_wrap=True,
+        )
+    return config
+
+
+def run_title(config: Config) -> str:
+    if config.threshold is None:
+        return config.policy.name
+    return f"{config.policy.name} (threshold {config.threshold}{', its default' if config.threshold_is_default else ''})"
 
 
 def print_summary(summary: dict, title: str) -> None:
@@ -51,8 +69,10 @@ def run(
     dataset: str = typer.Option("auto", help="auto | gsm8k | math500 | jsonl | lab"),
     fields: Optional[str] = typer.Option(None, help="field mapping for generic JSONL, e.g. problem=q,answer=a"),
     limit: Optional[int] = typer.Option(None, min=1, help="first N problems"),
-    policy: Optional[str] = typer.Option(None, help=f"one of {', '.join(POLICIES)}"),
-    threshold: Optional[float] = typer.Option(None, help="escalation threshold tau"),
+    policy: Optional[str] = typer.Option(None, help=f"one of {', '.join(POLICY_NAMES)}"),
+    threshold: Optional[float] = typer.Option(
+        None, help="the policy's threshold (arbitrage: router score; rsd: draft PRM score; oracle: s_t - s_d)"
+    ),
     output: Path = typer.Option(Path("runs/latest"), help="directory for results.jsonl and summary.json"),
     concurrency: int = typer.Option(1, min=1, help="problems in flight at once"),
     audit: bool = typer.Option(False, help="PRM-score both steps of escalations to count wasted ones"),
@@ -75,12 +95,12 @@ def run(
         summary = run_batch(cfg, problems, output, models=models, concurrency=concurrency, progress=progress)
     except (ConfigError, RunDirectoryError, FileNotFoundError) as error:
         fail(str(error))
-    print_summary(summary, f"{cfg.policy} (tau={cfg.tau}) -> {output}")
+    print_summary(summary, f"{run_title(cfg)} -> {output}")
 
 
 @app.command()
 def graph(
-    policy: str = typer.Option("arbitrage", help=f"one of {', '.join(POLICIES)}"),
+    policy: str = typer.Option("arbitrage", help=f"one of {', '.join(POLICY_NAMES)}"),
     format: str = typer.Option("mermaid", "--format", help="mermaid | png | svg"),
     output: Optional[Path] = typer.Option(None, help="file to write (mermaid prints to stdout without it)"),
     audit: bool = typer.Option(False, help="include the audit scoring of escalations"),

@@ -9,41 +9,35 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from arbitrage.policies import ARBITRAGE, Policy, get_policy
 from arbitrage.protocols import SamplingParams
-
-Policy = Literal["arbitrage", "rsd", "oracle", "draft_only", "target_only", "generate"]
-POLICIES: tuple[str, ...] = ("arbitrage", "rsd", "oracle", "draft_only", "target_only", "generate")
-Role = Literal["draft", "target", "prm", "router"]
 
 LAB_PROMPT_TEMPLATE = "Question: {problem}\nAnswer:\n"
 LAB_MODEL_PREFIX = "lab:"
 
-# Thresholds each policy compares against: a router probability, a PRM reward, or a
-# reward difference (oracle: s_t - s_d). None means the policy uses no threshold.
-THRESHOLD_RANGE: dict[str, tuple[float, float] | None] = {
-    "arbitrage": (0.0, 1.0),
-    "rsd": (0.0, 1.0),
-    "oracle": (-1.0, 1.0),
-    "draft_only": None,
-    "target_only": None,
-    "generate": None,
-}
-DEFAULT_THRESHOLD: dict[str, float] = {"arbitrage": 0.5, "rsd": 0.7, "oracle": 0.0}
 
-# Which models each policy calls.
-POLICY_ROLES: dict[str, tuple[str, ...]] = {
-    "arbitrage": ("draft", "target", "router"),
-    "rsd": ("draft", "target", "prm"),
-    "oracle": ("draft", "target", "prm"),
-    "draft_only": ("draft",),
-    "target_only": ("target",),
-    "generate": ("draft", "target", "prm"),
-}
+def _policy_from_name(value) -> Policy:
+    return value if isinstance(value, Policy) else get_policy(value)
+
+
+# In YAML and JSON a policy is its name; in code, the Policy object (arbitrage/policies.py).
+PolicyField = Annotated[Policy, PlainValidator(_policy_from_name), PlainSerializer(lambda policy: policy.name)]
 
 
 class ConfigError(ValueError):
@@ -154,8 +148,12 @@ class Limits(_Strict):
 
 class Config(_Strict):
     models: ModelsConfig = ModelsConfig()
-    policy: Policy = "arbitrage"
-    threshold: float | None = Field(None, description="escalation threshold tau; policy default when omitted")
+    policy: PolicyField = ARBITRAGE
+    threshold: float | None = Field(
+        None,
+        description="the policy's threshold (arbitrage: router score; rsd: draft PRM score; oracle: s_t - s_d); "
+        "the policy's default when omitted, none for policies that take no threshold",
+    )
     separator: str = Field("\n\n", min_length=1)
     limits: Limits = Limits()
     target_samples: int = Field(
@@ -169,57 +167,59 @@ class Config(_Strict):
         "batch runs (run, sweep) do it after solving, so it never slows them; a graph built with it "
         "scores inline, timed under 'prm_audit'",
     )
+    _threshold_is_default: bool = PrivateAttr(False)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        policy = info.data.get("policy")
+        if policy is not None and policy.uses_threshold:
+            policy.check_threshold(value)
+        return value
 
     @model_validator(mode="after")
-    def _threshold_in_range(self) -> "Config":
-        check_threshold(self.policy, self.threshold)
+    def _threshold_for_policy(self) -> "Config":
+        """After validation `threshold` is the one in force: the given one, else the policy's default."""
+        if not self.policy.uses_threshold:
+            object.__setattr__(self, "threshold", None)  # frozen model; the policy takes none
+        elif self.threshold is None:
+            object.__setattr__(self, "threshold", self.policy.default_threshold)
+            self._threshold_is_default = True
         return self
 
     @property
-    def tau(self) -> float:
-        """The threshold in force (the policy default when none was given)."""
-        if self.threshold is not None:
-            return self.threshold
-        return DEFAULT_THRESHOLD.get(self.policy, 0.0)
+    def threshold_is_default(self) -> bool:
+        """True when no threshold was given and the policy's default is in force."""
+        return self._threshold_is_default
 
     def with_overrides(self, *, policy: str | None = None, threshold: float | None = None) -> "Config":
+        """A copy with another policy and/or threshold. A given threshold (here or in the
+        config) always wins; only a threshold that was a policy default follows the policy."""
         data = self.model_dump()
+        if self.threshold_is_default:
+            data["threshold"] = None
         if policy is not None:
             data["policy"] = policy
-            if threshold is None:
-                data["threshold"] = None
         if threshold is not None:
             data["threshold"] = threshold
         return validate_config(data, source="command line")
 
     def required_models(self) -> dict[str, ModelConfig]:
-        roles = POLICY_ROLES[self.policy]
+        roles = self.policy.roles
         if self.audit_escalations and "prm" not in roles and "draft" in roles and "target" in roles:
             roles = roles + ("prm",)  # auditing escalations scores both steps with the PRM
         missing = [role for role in roles if self.models.get(role) is None]
         if missing:
-            raise ConfigError(
-                f"policy '{self.policy}' needs models.{missing[0]} but the config has none"
-            )
+            raise ConfigError(f"policy '{self.policy.name}' needs models.{missing[0]} but the config has none")
         return {role: self.models.get(role) for role in roles}
-
-
-def check_threshold(policy: str, threshold: float | None) -> None:
-    if policy not in THRESHOLD_RANGE:
-        raise ConfigError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    allowed = THRESHOLD_RANGE[policy]
-    if threshold is None or allowed is None:
-        return
-    low, high = allowed
-    if not (low <= threshold <= high):
-        raise ConfigError(f"threshold {threshold} is outside [{low}, {high}] for policy '{policy}'")
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {where}: {message}")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Solve one problem with the graph and turn the final state into a result record.
 
 `Solver` loads nothing itself: it takes a loaded `ModelSet`, so a sweep loads each
-model once and reuses it across policies and thresholds.
+model once and reuses it across policies and thresholds, and a grader (batch runs pass
+arbitrage/eval/grading.py's), so a record says whether the answer is right.
 """
 
 from __future__ import annotations
@@ -15,29 +16,24 @@ from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import initial_state
 from arbitrage.servers.factory import ModelSet
 
+# (predicted answer or None, gold answer, dataset name or None) -> correct?
 Grader = Callable[[str | None, str, str | None], bool]
-
-
-def _default_grader(predicted: str | None, gold: str, dataset: str | None = None) -> bool:
-    from arbitrage.eval.grading import grade
-
-    return predicted is not None and grade(predicted, gold, dataset=dataset)
 
 
 class Solver:
     def __init__(self, config: Config, models: ModelSet, *, grader: Grader | None = None):
-        config.required_models()
-        missing = [role for role in _roles(config) if getattr(models, role) is None]
+        """Without a grader, records of problems with a gold answer have `correct: None`."""
+        missing = [role for role in config.required_models() if getattr(models, role) is None]
         if missing:
-            raise ValueError(f"policy '{config.policy}' needs a loaded {missing[0]} model")
+            raise ValueError(f"policy '{config.policy.name}' needs a loaded {missing[0]} model")
         self.config = config
         self.models = models
         self.context = SolveContext.from_config(config, models)
         self.graph = build_graph(config.policy, audit_escalations=config.audit_escalations)
-        self.grader = grader or _default_grader
+        self.grader = grader
 
     def initial_state(self, problem_id: str, problem: str) -> dict:
-        return initial_state(problem_id, problem, self.config.policy, self.config.tau)
+        return initial_state(problem_id, problem)
 
     def run_config(self) -> dict:
         return {"recursion_limit": recursion_limit(self.config.limits)}
@@ -51,13 +47,15 @@ class Solver:
             "id": problem_id,
             "problem": problem,
             "gold_answer": gold_answer,
-            "policy": self.config.policy,
-            "threshold": self.config.tau if self.config.policy not in ("draft_only", "target_only") else None,
+            "policy": self.config.policy.name,
+            "threshold": self.config.threshold,
         }
         try:
             final = self.graph.invoke(self.initial_state(problem_id, problem), self.run_config(), context=self.context)
             answer = final.get("final_answer")
-            correct = None if gold_answer is None else bool(self.grader(answer, gold_answer, dataset))
+            correct = None
+            if gold_answer is not None and self.grader is not None:
+                correct = answer is not None and bool(self.grader(answer, gold_answer, dataset))
         except Exception as error:  # one failing problem must not end the run
             record.update(error=f"{type(error).__name__}: {error}", latency_s=time.perf_counter() - start)
             return record
@@ -84,7 +82,3 @@ class Solver:
         for generator in (self.models.draft, self.models.target):
             if generator is not None:
                 generator.end_session(problem_id)
-
-
-def _roles(config: Config) -> tuple[str, ...]:
-    return tuple(config.required_models())

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from arbitrage.lab.checker import check_step
 from arbitrage.lab.evaluate import _auroc
 from arbitrage.router.dataset import load_split
-from arbitrage.router.feature_router import FeatureRouter
+from arbitrage.servers.feature_router import FeatureRouter
 from arbitrage.router.train import score_rows
 from arbitrage.servers.transformers_backend.loading import resolve_path
 

@@ -18,6 +18,7 @@ from arbitrage.config import load_config
 from arbitrage.graph.builder import build_graph, recursion_limit
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState, initial_state
+from arbitrage.policies import Policy
 from arbitrage.servers.factory import load_models
 
 
@@ -28,10 +29,12 @@ class AgentState(SolveState, total=False):
     reply: str
 
 
-def build_agent(policy: str, threshold: float):
+def build_agent(policy: Policy):
+    """The reasoning node runs under the policy of the run's context (a SolveContext)."""
+
     def understand(state: AgentState) -> dict:
         # A real agent would rewrite or retrieve here; the subgraph needs its initial state.
-        return initial_state("request", state["request"].strip(), policy, threshold)
+        return initial_state("request", state["request"].strip())
 
     def reply(state: AgentState) -> dict:
         used = sum(step["source"] == "target" for step in state["steps"])
@@ -60,7 +63,7 @@ def main() -> None:
         from arbitrage.eval.datasets import load_problems
 
         request = load_problems("test", dataset="lab", limit=1).problems[0].problem
-    agent = build_agent(config.policy, config.tau)
+    agent = build_agent(config.policy)
     context = SolveContext.from_config(config, load_models(config))
     run = {"configurable": {"thread_id": "demo"}, "recursion_limit": recursion_limit(config.limits) + 5}
     print(f"request: {request}\n")

@@ -7,9 +7,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+from arbitrage.agents import deployment
 from arbitrage.config import Config
-from arbitrage.graph import deployment
 from arbitrage.graph.context import SolveContext
+from arbitrage.policies import ARBITRAGE
 from arbitrage.servers.factory import ModelSet
 from fakes import ScriptedGenerator, ScriptedRouter
 
@@ -32,7 +33,7 @@ def load_example():
 
 
 def test_subgraph_in_a_parent_agent_streams_one_event_per_committed_step():
-    agent = load_example().build_agent("arbitrage", 0.5)
+    agent = load_example().build_agent(ARBITRAGE)
     context = SolveContext.from_config(Config(), scripted_models())
     run = {"configurable": {"thread_id": "t"}, "recursion_limit": 200}
     events = [
@@ -60,5 +61,5 @@ def test_langgraph_json_names_the_deployable_graph(monkeypatch):
                                           stream_mode=["custom", "values"], subgraphs=True))
     steps = [event for _, mode, event in chunks if mode == "custom"]
     final = [event for namespace, mode, event in chunks if mode == "values" and namespace == ()][-1]
-    assert len(steps) == 3 and all(e["step"]["source"] == "draft" for e in steps)  # 0.9 <= tau: nothing escalates
+    assert len(steps) == 3 and all(e["step"]["source"] == "draft" for e in steps)  # 0.9 <= threshold 0.95: nothing escalates
     assert final["final_answer"] == "3" and final["counters"].get("target_calls", 0) == 0

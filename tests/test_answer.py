@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arbitrage.eval.grading import extract_answer
+from arbitrage.eval.grading import extract_answer, grade
 from arbitrage.graph.answer import last_boxed
 from arbitrage.servers.factory import ModelSet
 from arbitrage.config import Config
@@ -37,7 +37,7 @@ def test_grading_extracts_with_the_same_function():
 
 def test_graph_finishes_on_a_one_token_box_and_reports_it_as_the_answer():
     models = ModelSet(draft=ScriptedGenerator("d", ["x = 2 + 3", "so \\boxed 5", "never written"]))
-    record = Solver(Config(policy="draft_only"), models).solve("p", "2+3?", "5")
+    record = Solver(Config(policy="draft_only"), models, grader=grade).solve("p", "2+3?", "5")
     assert record["finish_reason"] == "answer"
     assert [s["text"] for s in record["steps"]] == ["x = 2 + 3", "so \\boxed 5"]
     assert record["final_answer"] == "5" and record["correct"] is True

@@ -21,7 +21,7 @@ def test_default_config_runs_the_lab_models_offline():
     config = load_config(None)
     assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router-features"
     assert config.models.router.router_kind == "features"
-    assert config.separator == "\n\n" and config.policy == "arbitrage" and config.tau == 0.5
+    assert config.separator == "\n\n" and config.policy.name == "arbitrage" and config.threshold == 0.5
     assert config.models.draft.trust_remote_code is False
 
 
@@ -50,7 +50,7 @@ def test_bad_values_name_the_field(tmp_path, text, named):
 
 
 def test_oracle_threshold_is_a_reward_difference():
-    assert Config(policy="oracle", threshold=-0.3).tau == -0.3
+    assert Config(policy="oracle", threshold=-0.3).threshold == -0.3
     with pytest.raises(ConfigError, match=r"outside \[-1.0, 1.0\]"):
         Config(policy="oracle").with_overrides(threshold=1.5)
 
@@ -70,10 +70,21 @@ def test_policy_without_its_model_is_refused(tmp_path):
         config.required_models()
 
 
-def test_overrides_reset_threshold_to_the_new_policy_default():
-    config = Config(policy="rsd", threshold=0.9).with_overrides(policy="arbitrage")
-    assert config.tau == 0.5
-    assert Config().with_overrides(policy="rsd", threshold=0.2).tau == 0.2
+def test_a_given_threshold_wins_over_a_policy_default():
+    config = Config(policy="rsd", threshold=0.25).with_overrides(policy="arbitrage")
+    assert config.threshold == 0.25 and not config.threshold_is_default
+    assert Config().with_overrides(policy="rsd", threshold=0.2).threshold == 0.2
+    with pytest.raises(ConfigError, match=r"threshold: threshold -0.3 is outside \[0.0, 1.0\] for policy 'rsd'"):
+        Config(policy="oracle", threshold=-0.3).with_overrides(policy="rsd")
+
+
+def test_only_a_default_threshold_follows_the_policy():
+    config = Config(policy="rsd")
+    assert config.threshold == 0.7 and config.threshold_is_default
+    switched = config.with_overrides(policy="arbitrage")
+    assert switched.threshold == 0.5 and switched.threshold_is_default
+    assert Config(policy="draft_only", threshold=0.3).threshold is None  # takes none
+    assert Config.model_validate(config.model_dump()).model_dump() == config.model_dump()
 
 
 def test_auditing_escalations_requires_the_prm():

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from arbitrage.config import Config, Limits
-from arbitrage.graph import routing
+from arbitrage.graph.builder import build_graph
+from arbitrage.graph.context import SolveContext
+from arbitrage.graph.state import initial_state
+from arbitrage.policies import ARBITRAGE, GENERATE, ORACLE, RSD, StepScores
 from arbitrage.servers.factory import ModelSet
 from arbitrage.solver import Solver
 from fakes import ScriptedGenerator, ScriptedPRM, ScriptedRouter
@@ -29,10 +32,23 @@ def sources(record):
     return [(step["text"], step["source"]) for step in record["steps"]]
 
 
-def test_decision_rules_compare_against_tau_as_the_paper_defines():
-    assert routing.router_escalates(0.51, 0.5) and not routing.router_escalates(0.5, 0.5)
-    assert routing.rsd_accepts(0.7, 0.7) and not routing.rsd_accepts(0.69, 0.7)
-    assert routing.oracle_escalates(0.2, 0.5, 0.2) and not routing.oracle_escalates(0.2, 0.4, 0.2)
+def test_decision_rules_compare_against_the_threshold_as_the_paper_defines():
+    assert ARBITRAGE.escalates(0.5, StepScores(router=0.51)) and not ARBITRAGE.escalates(0.5, StepScores(router=0.5))
+    assert not RSD.escalates(0.7, StepScores(draft=0.7)) and RSD.escalates(0.7, StepScores(draft=0.69))
+    assert ORACLE.escalates(0.2, StepScores(draft=0.2, target=0.5))
+    assert not ORACLE.escalates(0.2, StepScores(draft=0.2, target=0.4))
+    # The target writing the draft's own step is no escalation, whatever the threshold.
+    assert not ORACLE.escalates(-0.5, StepScores(draft=0.3, target=0.3, same_text=True))
+    assert GENERATE.escalates(None, StepScores(draft=0.3, target=0.31))
+    assert not GENERATE.escalates(None, StepScores(draft=0.3, target=0.3))
+
+
+def test_a_graph_refuses_a_context_with_another_policy():
+    config = Config(policy="rsd")
+    models = ModelSet(draft=ScriptedGenerator("draft", DRAFT), target=ScriptedGenerator("target", TARGET))
+    graph = build_graph("draft_only")
+    with pytest.raises(ValueError, match="wired for policy 'draft_only' but the run's context has 'rsd'"):
+        graph.invoke(initial_state("p", "q"), context=SolveContext.from_config(config, models))
 
 
 def test_arbitrage_escalates_only_steps_the_router_flags_and_never_calls_target_otherwise():

@@ -76,7 +76,7 @@ def elements(html: str):
 def test_report_prints_the_runs_and_the_tradeoff_figures(reported):
     result, _ = reported
     text = " ".join(result.output.split())
-    assert "arbitrage_tau0.20" in text and "target_only" in text
+    assert "arbitrage_threshold0.20" in text and "target_only" in text
     assert "Speedup of Arbitrage over RSD at matched accuracy:" in text
     assert "Speedup of Arbitrage over target-only at matched accuracy:" in text
     assert "Arbitrage accuracy >= RSD accuracy at every matched target-call rate in [0.1, 0.6]:" in text
@@ -137,10 +137,10 @@ def test_traces_show_each_step_coloured_by_source_with_its_scores(sweep_dir, rep
 
 
 def test_report_of_a_single_run_directory(sweep_dir, tmp_path):
-    run_dir = tmp_path / "rsd_tau0.60"
-    shutil.copytree(sweep_dir / "rsd_tau0.60", run_dir)
+    run_dir = tmp_path / "rsd_threshold0.60"
+    shutil.copytree(sweep_dir / "rsd_threshold0.60", run_dir)
     report = build_report(run_dir, max_traces=2)
-    assert [row["name"] for row in report.rows] == ["rsd_tau0.60"] and report.trace_run == "rsd_tau0.60"
+    assert [row["name"] for row in report.rows] == ["rsd_threshold0.60"] and report.trace_run == "rsd_threshold0.60"
     html = report.html_path.read_text()
     assert html.count('<details class="problem') == 2 and "Showing the first 2 of 8 problems" in html
     assert report.analysis["speedups"] == {}
@@ -149,9 +149,9 @@ def test_report_of_a_single_run_directory(sweep_dir, tmp_path):
 def test_trace_run_is_chosen_by_name_and_a_wrong_name_is_listed(sweep_dir, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep_dir, copy)  # leave the shared sweep's report as the other tests expect it
-    result = runner.invoke(app, ["report", str(copy), "--trace-run", "oracle_tau0.00"])
+    result = runner.invoke(app, ["report", str(copy), "--trace-run", "oracle_threshold0.00"])
     assert result.exit_code == 0, result.output
-    assert "Step traces: oracle_tau0.00" in (copy / "report.html").read_text()
+    assert "Step traces: oracle_threshold0.00" in (copy / "report.html").read_text()
     result = runner.invoke(app, ["report", str(copy), "--trace-run", "nope"])
     assert result.exit_code == 2 and "no run named 'nope'" in " ".join(result.output.split())
 
@@ -195,7 +195,7 @@ def test_report_of_ungraded_runs_and_of_a_run_killed_before_its_summary(tmp_path
               models=world.models(), progress=False)
     (tmp_path / "draft_only" / "summary.json").unlink()
     report = build_report(tmp_path)
-    assert [row["name"] for row in report.rows] == ["arbitrage_tau0.50"]
+    assert [row["name"] for row in report.rows] == ["arbitrage_threshold0.50"]
     assert report.analysis["curves"]["target_call_rate"] == {} and report.analysis["speedups"] == {}
     html = report.html_path.read_text()
     assert '<details class="problem ungraded"' in html and all(path.exists() for path in report.plots.values())

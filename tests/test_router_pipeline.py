@@ -13,9 +13,8 @@ from arbitrage.router.dataset import (
     class_edges, delta_class, downsample_majority, router_text, rows_from_records, split_of,
 )
 from arbitrage.router.evaluate import router_metrics
-from arbitrage.router.feature_router import (
-    FEATURES, FeatureRouter, fit_feature_router, query_features, row_features,
-)
+from arbitrage.router.fit_features import fit_feature_router
+from arbitrage.servers.feature_router import FEATURES, FeatureRouter, query_features, row_features
 
 
 def row(problem_id="p1", delta=0.3, draft="d1", previous=(("d0", "draft"), ("t1", "target")), logprobs=(-0.1, -2.0)):

@@ -34,7 +34,7 @@ def test_rsd_loop_on_smollm2_is_consistent(smollm2_config, tmp_path):
     summary = run_batch(smollm2_config, problems, tmp_path, progress=False)
     records = read_results(tmp_path / "results.jsonl")
     assert [r["id"] for r in records] == [p.id for p in problems]
-    tau = smollm2_config.tau
+    tau = smollm2_config.threshold
     totals = {"steps": 0, "draft_steps": 0, "accepted": 0, "escalated": 0}
     for record in records:
         assert record["error"] is None, record["error"]

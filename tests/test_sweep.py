@@ -18,8 +18,8 @@ from sweep_world import World
 POLICIES = ["arbitrage", "rsd", "oracle", "draft_only", "target_only"]
 THRESHOLDS = {"arbitrage": [0.3, 0.6], "rsd": [0.5, 0.8], "oracle": [-0.1, 0.0]}
 EXPECTED_RUNS = [
-    "arbitrage_tau0.30", "arbitrage_tau0.60", "rsd_tau0.50", "rsd_tau0.80",
-    "oracle_tau-0.10", "oracle_tau0.00", "draft_only", "target_only",
+    "arbitrage_threshold0.30", "arbitrage_threshold0.60", "rsd_threshold0.50", "rsd_threshold0.80",
+    "oracle_threshold-0.10", "oracle_threshold0.00", "draft_only", "target_only",
 ]
 
 
@@ -50,8 +50,8 @@ def test_parse_thresholds_errors_name_the_bad_value(text, message):
 def test_plan_runs_thresholds_only_where_a_policy_takes_one_and_out_of_range_values_skipped():
     runs, notes = plan_runs(POLICIES, [-0.1, 0.0, 0.5])
     assert [r.name for r in runs] == [
-        "arbitrage_tau0.00", "arbitrage_tau0.50", "rsd_tau0.00", "rsd_tau0.50",
-        "oracle_tau-0.10", "oracle_tau0.00", "oracle_tau0.50", "draft_only", "target_only",
+        "arbitrage_threshold0.00", "arbitrage_threshold0.50", "rsd_threshold0.00", "rsd_threshold0.50",
+        "oracle_threshold-0.10", "oracle_threshold0.00", "oracle_threshold0.50", "draft_only", "target_only",
     ]
     assert "arbitrage: threshold -0.1 is outside [0.0, 1.0]; skipped" in notes
     assert "rsd: threshold -0.1 is outside [0.0, 1.0]; skipped" in notes
@@ -62,7 +62,7 @@ def test_plan_runs_per_policy_lists_and_defaults():
     runs, notes = plan_runs(["arbitrage", "rsd", "target_only"], {"arbitrage": [0.25, 0.125, 0.25]})
     assert runs == [PlannedRun("arbitrage", 0.25), PlannedRun("arbitrage", 0.125), PlannedRun("rsd", 0.7),
                     PlannedRun("target_only", None)]
-    assert [r.name for r in runs][:2] == ["arbitrage_tau0.25", "arbitrage_tau0.125"]
+    assert [r.name for r in runs][:2] == ["arbitrage_threshold0.25", "arbitrage_threshold0.125"]
     assert "rsd: no thresholds given; runs once at its default 0.7" in notes
 
 
@@ -116,10 +116,10 @@ def test_every_pair_runs_with_each_model_loaded_once(counted_loads, tmp_path):
     by_name = {r["name"]: r["summary"] for r in rows}
     assert by_name["draft_only"]["target_call_rate"] == 0 and by_name["target_only"]["target_call_rate"] == 1
     # a lower arbitrage threshold escalates at least as often
-    assert by_name["arbitrage_tau0.30"]["escalated_steps"] >= by_name["arbitrage_tau0.60"]["escalated_steps"]
+    assert by_name["arbitrage_threshold0.30"]["escalated_steps"] >= by_name["arbitrage_threshold0.60"]["escalated_steps"]
     # audit: arbitrage and rsd escalations are PRM-scored so wasted ones are counted
-    assert by_name["arbitrage_tau0.30"]["scored_escalations"] == by_name["arbitrage_tau0.30"]["escalated_steps"] > 0
-    assert by_name["arbitrage_tau0.30"]["prm_calls"] == 0 and by_name["arbitrage_tau0.30"]["audit_prm_calls"] > 0
+    assert by_name["arbitrage_threshold0.30"]["scored_escalations"] == by_name["arbitrage_threshold0.30"]["escalated_steps"] > 0
+    assert by_name["arbitrage_threshold0.30"]["prm_calls"] == 0 and by_name["arbitrage_threshold0.30"]["audit_prm_calls"] > 0
 
 
 def test_models_passed_in_are_used_and_nothing_is_loaded(counted_loads, tmp_path):
@@ -135,7 +135,7 @@ def test_rerun_resumes_and_a_wider_sweep_keeps_earlier_rows(counted_loads, tmp_p
     first = run_sweep(Config(), world.problems, tmp_path, **kwargs)
 
     # lose two finished problems of one run, as if it had been interrupted
-    results = tmp_path / "arbitrage_tau0.50" / "results.jsonl"
+    results = tmp_path / "arbitrage_threshold0.50" / "results.jsonl"
     lines = results.read_text().splitlines()
     results.write_text("\n".join(lines[:-2]) + "\n")
     calls_before = models.draft.calls
@@ -150,7 +150,7 @@ def test_rerun_resumes_and_a_wider_sweep_keeps_earlier_rows(counted_loads, tmp_p
     run_sweep(Config(), world.problems, tmp_path, policies=["arbitrage"], thresholds=[0.7], models=models,
               progress=False)
     listed = [r["name"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
-    assert listed == ["arbitrage_tau0.50", "arbitrage_tau0.70", "draft_only"]
+    assert listed == ["arbitrage_threshold0.50", "arbitrage_threshold0.70", "draft_only"]
     assert [r["name"] for r in read_runs(tmp_path)] == listed
     (tmp_path / "sweep.json").unlink()  # without the index, run sub-directories are found by their summary
     assert [r["name"] for r in read_runs(tmp_path)] == listed
@@ -185,9 +185,9 @@ def test_sweep_command_end_to_end(counted_loads, tmp_path):
     assert result.exit_code == 0, result.output
     assert loads == {"draft": 1, "target": 1, "prm": 1, "router": 1}
     rows = json.loads((out / "sweep.json").read_text())["runs"]
-    assert [r["name"] for r in rows] == ["arbitrage_tau0.20", "arbitrage_tau0.60", "rsd_tau0.50", "target_only"]
+    assert [r["name"] for r in rows] == ["arbitrage_threshold0.20", "arbitrage_threshold0.60", "rsd_threshold0.50", "target_only"]
     assert all(r["summary"]["n_problems"] == 4 for r in rows)
-    assert "arbitrage_tau0.20" in result.output
+    assert "arbitrage_threshold0.20" in result.output
 
 
 @pytest.mark.parametrize(
@@ -218,4 +218,4 @@ def test_sweep_command_prints_the_skipped_thresholds(counted_loads, tmp_path):
     assert result.exit_code == 0, result.output
     assert "arbitrage: threshold -0.1 is outside [0.0, 1.0]; skipped" in " ".join(result.output.split())
     names = [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]]
-    assert names == ["arbitrage_tau0.50", "oracle_tau-0.10", "oracle_tau0.50"]
+    assert names == ["arbitrage_threshold0.50", "oracle_threshold-0.10", "oracle_threshold0.50"]

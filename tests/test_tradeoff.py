@@ -115,21 +115,21 @@ def row(name, policy, threshold, s):
 
 
 ROWS = [
-    row("arbitrage_tau0.70", "arbitrage", 0.7, summary(0.60, 0.10, 1.2, scored=10, wasted=2, escalated=10)),
-    row("arbitrage_tau0.30", "arbitrage", 0.3, summary(0.80, 0.40, 2.0, audit=5.0, scored=30, wasted=3, escalated=30)),
-    row("rsd_tau0.50", "rsd", 0.5, summary(0.55, 0.10, 1.5, scored=20, wasted=10, escalated=20)),
-    row("rsd_tau0.90", "rsd", 0.9, summary(0.75, 0.60, 3.0, scored=0, escalated=60)),
+    row("arbitrage_threshold0.70", "arbitrage", 0.7, summary(0.60, 0.10, 1.2, scored=10, wasted=2, escalated=10)),
+    row("arbitrage_threshold0.30", "arbitrage", 0.3, summary(0.80, 0.40, 2.0, audit=5.0, scored=30, wasted=3, escalated=30)),
+    row("rsd_threshold0.50", "rsd", 0.5, summary(0.55, 0.10, 1.5, scored=20, wasted=10, escalated=20)),
+    row("rsd_threshold0.90", "rsd", 0.9, summary(0.75, 0.60, 3.0, scored=0, escalated=60)),
     row("draft_only", "draft_only", None, summary(0.40, 0.0, 0.5)),
     row("target_only", "target_only", None, summary(0.80, 1.0, 4.0)),
-    row("oracle_tau0.00", "oracle", 0.0, summary(0.85, 0.30, 4.5, scored=30, wasted=0, escalated=30)),
+    row("oracle_threshold0.00", "oracle", 0.0, summary(0.85, 0.30, 4.5, scored=30, wasted=0, escalated=30)),
     row("ungraded", "oracle", 0.1, summary(None, 0.2, 4.0)),
 ]
 
 
 def test_curves_per_policy_sorted_by_x_and_ungraded_runs_left_out():
     by_rate = curves(ROWS, "target_call_rate")
-    assert [p.name for p in by_rate["arbitrage"]] == ["arbitrage_tau0.70", "arbitrage_tau0.30"]
-    assert [p.name for p in by_rate["oracle"]] == ["oracle_tau0.00"]
+    assert [p.name for p in by_rate["arbitrage"]] == ["arbitrage_threshold0.70", "arbitrage_threshold0.30"]
+    assert [p.name for p in by_rate["oracle"]] == ["oracle_threshold0.00"]
     by_latency = curves(ROWS, "latency")
     assert by_latency["arbitrage"][1].x == pytest.approx(2.0 - 0.5)  # audit time removed
     with pytest.raises(ValueError, match="'tokens'"):
@@ -156,4 +156,4 @@ def test_analyze_puts_the_figures_together():
     assert check["range"] == [0.1, 0.6] and check["holds"] is True
     assert check["uncovered"] == [0.45, 0.5, 0.55, 0.6]  # arbitrage was swept only up to rate 0.4
     assert set(analysis["oracle_check"]) == {"arbitrage", "rsd"}
-    assert analysis["frontier"]["target_call_rate"] == ["draft_only", "arbitrage_tau0.70", "oracle_tau0.00"]
+    assert analysis["frontier"]["target_call_rate"] == ["draft_only", "arbitrage_threshold0.70", "oracle_threshold0.00"]

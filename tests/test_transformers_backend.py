@@ -12,7 +12,7 @@ import torch
 import tiny_models as tm
 from arbitrage.config import Config, ConfigError, ModelConfig, PromptConfig, SamplingConfig
 from arbitrage.protocols import PRM, AnnotatedStep, last_step_reward, Generator, Router, RouterQuery, SamplingParams, StepOutput
-from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.router_input import format_router_input
 from arbitrage.servers.factory import load_models
 from arbitrage.servers.transformers_backend import ModelLoadError, load_generator, load_prm, load_router
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
@@ -336,7 +336,7 @@ def test_escalation_probability_ordinal_bins():
 
 
 def test_feature_router_loads_through_the_backend(tmp_path):
-    from arbitrage.router.feature_router import FEATURES, FeatureRouter
+    from arbitrage.servers.feature_router import FEATURES, FeatureRouter
 
     FeatureRouter(FEATURES, [0.0] * len(FEATURES), [1.0] * len(FEATURES), [-1.0] + [0.0] * (len(FEATURES) - 1),
                   0.0).save(tmp_path)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
+from arbitrage.policies import Policy
 from arbitrage.protocols import PRM
 from arbitrage.servers.batching import last_step_rewards
 
-# The policies that escalate without scoring both steps (oracle and generate score both).
-AUDITED_AFTER_RUN = ("arbitrage", "rsd")
+
+def audited_after_run(policy: Policy) -> bool:
+    """Policies that escalate without scoring both steps (oracle and generate score both)."""
+    return policy.calls_target == "on_escalation"
 
 Item = tuple[str, tuple[str, ...]]  # (problem, steps ending in the step to score)
 

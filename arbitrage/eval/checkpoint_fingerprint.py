@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from arbitrage.config import POLICY_ROLES, Config, ModelConfig
+from arbitrage.config import Config, ModelConfig
 from arbitrage.servers.transformers_backend.loading import ModelLoadError, resolve_path
 
 SAMPLE_BYTES = 1 << 20
@@ -48,7 +48,7 @@ def checkpoint_fingerprint(model_cfg: ModelConfig) -> dict[str, str] | None:
 def run_checkpoints(config: Config) -> dict[str, dict[str, str]]:
     """Fingerprints of the local checkpoints of the roles the run's policy calls."""
     out = {}
-    for role in POLICY_ROLES[config.policy]:
+    for role in config.policy.roles:
         model_cfg = config.models.get(role)
         fingerprint = checkpoint_fingerprint(model_cfg) if model_cfg is not None else None
         if fingerprint is not None:

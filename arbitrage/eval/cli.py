@@ -15,7 +15,33 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from arbitrage.cli_support import err_console, fail
+
 DEFAULT_POLICIES = "arbitrage,rsd,oracle,draft_only,target_only"
+
+
+def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str, fields: Optional[str], limit: Optional[int]):
+    """Problems from --problem, --data (file or dataset name), or the lab test split by default."""
+    from arbitrage.eval.datasets import Problem, load_problems
+
+    if problem is not None:
+        if not problem.strip():
+            fail("--problem is empty")
+        return [Problem(id="problem-0", problem=problem, answer=None, dataset="cli", metadata={})]
+    try:
+        loaded = load_problems(
+            data if data is not None else "test",
+            dataset=dataset if data is not None else "lab",
+            fields=fields,
+            limit=limit,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    for line_error in loaded.errors:
+        err_console.print(f"[yellow]skipped[/yellow] {escape(f'{data}: {line_error}')}", soft_wrap=True, highlight=False)
+    if not loaded.problems:
+        fail(f"no usable problems in {data}")
+    return loaded.problems
 
 
 def sweep_command(
@@ -39,7 +65,7 @@ def sweep_command(
     threads: Optional[int] = typer.Option(1, min=1, help="torch CPU threads (as for `arbitrage run`)"),
 ) -> None:
     """Run every policy/threshold pair on the same problems, loading each model once. Resumable."""
-    from arbitrage.cli_support import fail, load_cli_problems, set_torch_threads
+    from arbitrage.cli_support import set_torch_threads
     from arbitrage.config import ConfigError, load_config
     from arbitrage.eval.run import RunDirectoryError
     from arbitrage.eval.sweep import parse_thresholds, plan_runs, run_sweep
@@ -75,7 +101,6 @@ def report_command(
     max_traces: int = typer.Option(50, min=0, help="most problems shown in the step traces"),
 ) -> None:
     """Write PNG plots and DIR/report.html; print the runs and the trade-off figures."""
-    from arbitrage.cli_support import fail
     from arbitrage.eval.report import build_report, summary_lines
 
     try:

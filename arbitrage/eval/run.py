@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from arbitrage.config import Config
-from arbitrage.eval.audit import AUDITED_AFTER_RUN, audit_records, needs_audit, pending_items
+from arbitrage.eval.audit import audit_records, audited_after_run, needs_audit, pending_items
 from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
+from arbitrage.eval.grading import grade
 from arbitrage.eval.metrics import summarize
 from arbitrage.servers.factory import ModelSet, load_models
 from arbitrage.servers.inprocess_batching import close_batching, wrap_batching
@@ -71,7 +72,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _run_identity(config: Config) -> dict:
     """What must match for two invocations to share one results file."""
-    return {"policy": config.policy, "threshold": config.tau, "models": config.models.model_dump()}
+    return {"policy": config.policy.name, "threshold": config.threshold, "models": config.models.model_dump()}
 
 
 def _check_same_run(output_dir: Path, config: Config, checkpoints: dict) -> None:
@@ -158,7 +159,7 @@ def run_batch(
     audit_prm = None
     if solver is None:
         models = models if models is not None else load_models(config)
-        if config.audit_escalations and config.policy in AUDITED_AFTER_RUN:
+        if config.audit_escalations and audited_after_run(config.policy):
             # Solve unaudited, then audit from the results (arbitrage/eval/audit.py).
             audit_prm = models.prm
             if audit_prm is None:
@@ -167,14 +168,14 @@ def run_batch(
         if concurrency > 1:
             # Problems in flight share one forward per decode step (models that can batch).
             models = batched = wrap_batching(models, max_batch=concurrency)
-        solver = Solver(config, models)
+        solver = Solver(config, models, grader=grade)
 
     previous_wall = _previous_wall(output_dir / SUMMARY_FILE) if done else 0.0
     start = time.perf_counter()
     writer = ResultsWriter(results_path)
     try:
         with _progress_bar(progress) as bar:
-            task = bar.add_task(f"{config.policy}", total=len(problems), completed=len(problems) - len(todo))
+            task = bar.add_task(config.policy.name, total=len(problems), completed=len(problems) - len(todo))
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 futures = [
                     pool.submit(solver.solve, p.id, p.problem, p.answer, getattr(p, "dataset", None)) for p in todo

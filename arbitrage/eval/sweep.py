@@ -4,7 +4,7 @@
                      thresholds={"arbitrage": [0.3, 0.5], "rsd": [0.6, 0.8]})
 
 Each model is loaded once (the union of the roles every run needs) and shared by all
-runs. A run lives in DIR/<policy>_tau<threshold> (DIR/<policy> for policies without a
+runs. A run lives in DIR/<policy>_threshold<value> (DIR/<policy> for policies without a
 threshold) and holds exactly what `arbitrage run` writes, so a rerun resumes each run
 through `run_batch` and skips finished problems. DIR/sweep.json lists one row per run:
 policy, threshold, run directory (relative to DIR) and that run's summary.
@@ -21,9 +21,10 @@ from typing import Iterable, Mapping, Sequence
 
 from rich.console import Console
 
-from arbitrage.config import DEFAULT_THRESHOLD, POLICIES, POLICY_ROLES, THRESHOLD_RANGE, Config, ConfigError
-from arbitrage.eval.audit import AUDITED_AFTER_RUN
+from arbitrage.config import Config, ConfigError
+from arbitrage.eval.audit import audited_after_run
 from arbitrage.eval.run import CONFIG_FILE, SUMMARY_FILE, ProblemLike, run_batch
+from arbitrage.policies import POLICY_NAMES, get_policy
 from arbitrage.servers.factory import ModelSet, load_models
 
 SWEEP_FILE = "sweep.json"
@@ -40,7 +41,7 @@ class PlannedRun:
     def name(self) -> str:
         if self.threshold is None:
             return self.policy
-        return f"{self.policy}_tau{format_threshold(self.threshold)}"
+        return f"{self.policy}_threshold{format_threshold(self.threshold)}"
 
 
 def format_threshold(value: float) -> str:
@@ -66,8 +67,8 @@ def parse_thresholds(text: str | None) -> Thresholds:
                 "policies or policy=LIST parts separated by ';'"
             )
         policy, values = (s.strip() for s in part.split("=", 1))
-        if policy not in POLICIES:
-            raise ValueError(f"--thresholds names unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        if policy not in POLICY_NAMES:
+            raise ValueError(f"--thresholds names unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
         if policy in per_policy:
             raise ValueError(f"--thresholds gives policy {policy!r} twice")
         per_policy[policy] = _parse_numbers(values, where=f"--thresholds {policy}=")
@@ -98,8 +99,8 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
     if not policies:
         raise ValueError("no policies to sweep")
     for policy in policies:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        if policy not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
     if isinstance(thresholds, Mapping):
         extra = [p for p in thresholds if p not in policies]
         if extra:
@@ -107,7 +108,7 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
     runs: list[PlannedRun] = []
     notes: list[str] = []
     for policy in policies:
-        allowed = THRESHOLD_RANGE[policy]
+        allowed = get_policy(policy).threshold_range
         if allowed is None:
             if isinstance(thresholds, Mapping) and policy in thresholds:
                 notes.append(f"{policy}: takes no threshold; its values are ignored and it runs once")
@@ -115,7 +116,7 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
             continue
         wanted = thresholds.get(policy) if isinstance(thresholds, Mapping) else thresholds
         if wanted is None:
-            default = DEFAULT_THRESHOLD[policy]
+            default = get_policy(policy).default_threshold
             notes.append(f"{policy}: no thresholds given; runs once at its default {default}")
             wanted = [default]
         low, high = allowed
@@ -134,8 +135,9 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
 def roles_needed(runs: Iterable[PlannedRun], *, audit: bool) -> tuple[str, ...]:
     roles: dict[str, None] = {}
     for run in runs:
-        roles.update(dict.fromkeys(POLICY_ROLES[run.policy]))
-        if audit and run.policy in AUDITED_AFTER_RUN:
+        policy = get_policy(run.policy)
+        roles.update(dict.fromkeys(policy.roles))
+        if audit and audited_after_run(policy):
             roles["prm"] = None
     return tuple(role for role in ("draft", "target", "prm", "router") if role in roles)
 
@@ -189,7 +191,7 @@ def run_sweep(
 
 
 def _users(role: str, runs: list[PlannedRun]) -> str:
-    users = sorted({run.policy for run in runs if role in POLICY_ROLES[run.policy]})
+    users = sorted({run.policy for run in runs if role in get_policy(run.policy).roles})
     return "for " + ", ".join(users) if users else "for the escalation audit"
 
 
@@ -201,7 +203,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _run_config(config: Config, run: PlannedRun, audit: bool) -> Config:
     run_config = config.with_overrides(policy=run.policy, threshold=run.threshold)
-    return run_config.model_copy(update={"audit_escalations": audit and run.policy in AUDITED_AFTER_RUN})
+    return run_config.model_copy(update={"audit_escalations": audit and audited_after_run(run_config.policy)})
 
 
 def _row(run: PlannedRun, summary: dict) -> dict:
@@ -227,7 +229,7 @@ def _write_sweep_file(output_dir: Path, rows: list[dict], notes: list[str]) -> N
 
 def _row_order(row: dict) -> tuple:
     policy = row["policy"]
-    rank = POLICIES.index(policy) if policy in POLICIES else len(POLICIES)
+    rank = POLICY_NAMES.index(policy) if policy in POLICY_NAMES else len(POLICY_NAMES)
     return (rank, row["threshold"] if row["threshold"] is not None else -math.inf)
 
 
@@ -265,6 +267,6 @@ def _row_from_run_dir(root: Path, run_dir: Path, *, name: str) -> dict:
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir}: summary.json without config.json; not a run directory")
     config = Config.model_validate(json.loads(config_path.read_text()))
-    threshold = config.tau if THRESHOLD_RANGE.get(config.policy) is not None else None
     relative = "." if run_dir == root else str(run_dir.relative_to(root))
-    return {"name": name, "policy": config.policy, "threshold": threshold, "run_dir": relative, "summary": summary}
+    return {"name": name, "policy": config.policy.name, "threshold": config.threshold, "run_dir": relative,
+            "summary": summary}

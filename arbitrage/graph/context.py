@@ -1,6 +1,9 @@
-"""The run's context: model handles and settings that travel beside the state.
+"""The run's context: the policy, its threshold, model handles and settings that travel
+beside the state.
 
-Heavy handles stay out of the state so the state remains small and serialisable.
+Heavy handles stay out of the state so the state remains small and serialisable; the
+policy and threshold are the run's, not the problem's, so a checkpointed problem resumes
+under whatever run picks it up.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arbitrage.config import Config, Limits
+from arbitrage.policies import ARBITRAGE, Policy
 from arbitrage.protocols import SamplingParams
 from arbitrage.servers.factory import ModelSet
 
@@ -15,6 +19,9 @@ from arbitrage.servers.factory import ModelSet
 @dataclass
 class SolveContext:
     models: ModelSet
+    policy: Policy = ARBITRAGE
+    # The policy's threshold in force (None for policies that take none).
+    threshold: float | None = ARBITRAGE.default_threshold
     separator: str = "\n\n"
     limits: Limits = Limits()
     draft_sampling: SamplingParams = SamplingParams()
@@ -31,6 +38,8 @@ class SolveContext:
 
         return cls(
             models=models,
+            policy=config.policy,
+            threshold=config.threshold,
             separator=config.separator,
             limits=config.limits,
             draft_sampling=sampling("draft"),

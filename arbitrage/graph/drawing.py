@@ -21,10 +21,10 @@ _NODE_COLOURS = {
 
 # What each conditional edge means (graph/routing.py holds the comparisons).
 _EDGE_LABELS = {
-    ("router_decision", "target_step"): "escalate: y_hat > tau",
+    ("router_decision", "target_step"): "escalate: y_hat > threshold",
     ("router_decision", "commit"): "accept",
-    ("prm_score", "target_step"): "reject: s_d < tau",
-    ("prm_score", "commit"): "accept: s_d >= tau",
+    ("prm_score", "target_step"): "reject: s_d < threshold",
+    ("prm_score", "commit"): "accept: s_d >= threshold",
     ("commit", "__end__"): "finished",
     ("commit", "draft_step"): "next step",
     ("commit", "target_step"): "next step",

@@ -1,18 +1,6 @@
-"""Where every threshold comparison lives: pure functions of the state.
-
-The decision rules (DESIGN, step 2):
-- arbitrage: escalate iff router score y_hat > tau
-- rsd:       accept the draft iff its PRM score s_d >= tau
-- oracle:    escalate iff s_t - s_d > tau, and the target wrote a different step
-- generate:  keep whichever step the PRM scores higher (the draft on a tie)
-
-The oracle prices what an ideal router would escalate. Where the target writes the
-draft's own text, taking "its" step changes nothing, so an ideal router would not call
-the target there: that step is the draft's, not an escalation. (Same text has the same
-reward, so at tau < 0 the bare rule would count every such tie as an escalation.)
-
-The edge functions turn them into the next node's name; `chosen_source` tells the
-commit node which pending step to keep.
+"""The graph's conditional edges and the commit node's choice: functions of the state
+and the run's context. The comparisons themselves are the policy's own rule
+(`Policy.escalates`, arbitrage/policies.py), so each threshold rule lives in one place.
 """
 
 from __future__ import annotations
@@ -20,52 +8,44 @@ from __future__ import annotations
 from typing import Literal
 
 from langgraph.graph import END
+from langgraph.runtime import Runtime
 
+from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState
+from arbitrage.policies import StepScores
 
 
-def router_escalates(router_score: float, tau: float) -> bool:
-    return router_score > tau
+def step_scores(state: SolveState) -> StepScores:
+    draft, target = state.get("draft"), state.get("target")
+    return StepScores(
+        router=state.get("router_score"),
+        draft=state.get("draft_score"),
+        target=state.get("target_score"),
+        same_text=draft is not None and target is not None and draft["text"] == target["text"],
+    )
 
 
-def rsd_accepts(draft_score: float, tau: float) -> bool:
-    return draft_score >= tau
+def after_decision(state: SolveState, runtime: Runtime[SolveContext]) -> Literal["target_step", "commit"]:
+    """Escalate or accept the draft step on the router's score (arbitrage) or its PRM score
+    (rsd). Once a target step exists (the audit scores it) only the commit remains."""
+    if state.get("target") is not None:
+        return "commit"
+    context = runtime.context
+    return "target_step" if context.policy.escalates(context.threshold, step_scores(state)) else "commit"
 
 
-def oracle_escalates(draft_score: float, target_score: float, tau: float) -> bool:
-    return target_score - draft_score > tau
-
-
-def after_router(state: SolveState) -> Literal["target_step", "commit"]:
-    return "target_step" if router_escalates(state["router_score"], state["threshold"]) else "commit"
-
-
-def after_prm(state: SolveState) -> Literal["target_step", "commit"]:
-    """RSD's decision on the draft step; once a target step exists it only remains to commit."""
-    if state.get("target") is None and not rsd_accepts(state["draft_score"], state["threshold"]):
-        return "target_step"
-    return "commit"
-
-
-def after_commit(state: SolveState) -> Literal["draft_step", "target_step", "__end__"]:
+def after_commit(state: SolveState, runtime: Runtime[SolveContext]) -> Literal["draft_step", "target_step", "__end__"]:
     if state.get("finished"):
         return END
-    return "target_step" if state["policy"] == "target_only" else "draft_step"
+    return "draft_step" if runtime.context.policy.drafts else "target_step"
 
 
-def chosen_source(state: SolveState) -> Literal["draft", "target"]:
+def chosen_source(state: SolveState, context: SolveContext) -> Literal["draft", "target"]:
     """Which pending step the commit node keeps."""
     if state.get("target") is None:
         return "draft"
     if state.get("draft") is None:
         return "target"
-    policy = state["policy"]
-    if policy == "oracle":
-        if state["target"]["text"] == state["draft"]["text"]:
-            return "draft"
-        escalate = oracle_escalates(state["draft_score"], state["target_score"], state["threshold"])
-        return "target" if escalate else "draft"
-    if policy == "generate":
-        return "target" if state["target_score"] > state["draft_score"] else "draft"
-    # arbitrage and rsd only generate a target step when they escalate.
-    return "target"
+    if context.policy.calls_target == "every_step":  # both steps written: the rule picks
+        return "target" if context.policy.escalates(context.threshold, step_scores(state)) else "draft"
+    return "target"  # a policy that calls the target only on escalation escalated

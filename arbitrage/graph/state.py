@@ -45,8 +45,6 @@ class CommittedStep(TypedDict):
 class SolveState(TypedDict, total=False):
     problem_id: str
     problem: str
-    policy: str
-    threshold: float
     steps: Annotated[list[CommittedStep], operator.add]
     draft: Candidate | None
     target: Candidate | None
@@ -81,14 +79,13 @@ def output_from(candidate: Candidate) -> StepOutput:
     )
 
 
-def initial_state(problem_id: str, problem: str, policy: str, threshold: float) -> SolveState:
+def initial_state(problem_id: str, problem: str) -> SolveState:
+    """The state a problem starts from; the policy and threshold travel in the run's context."""
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError(f"problem {problem_id!r}: the problem text must be a non-empty string, got {problem!r}")
     return SolveState(
         problem_id=problem_id,
         problem=problem,
-        policy=policy,
-        threshold=threshold,
         steps=[],
         draft=None,
         target=None,

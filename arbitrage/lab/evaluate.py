@@ -4,7 +4,7 @@ held-out steps written by both models, and the oracle policy over a threshold gr
 The oracle runs the step loop itself (batched over problems): at each step both
 models write a step from the same accepted prefix (greedy), the PRM scores both,
 and the target's step is taken iff `s_t - s_d > tau` and it differs from the draft's
-(the graph's rule, `graph/routing.py`). Steps and scores are cached by prefix, so the
+(the oracle's rule, `arbitrage/policies.py`). Steps and scores are cached by prefix, so the
 threshold grid shares work. The escalation rate is escalated steps / committed steps.
 """
 
@@ -21,6 +21,7 @@ from arbitrage.lab import WEIGHTS_DIR, progress_bar
 from arbitrage.lab.checker import answer_correct, check_solution, extract_boxed
 from arbitrage.lab.generation import generate_solutions, generate_steps, prm_step_rewards, split_steps
 from arbitrage.lab.task import LabProblem, make_splits
+from arbitrage.policies import ORACLE, StepScores
 
 ORACLE_TAUS = (-0.5, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -79,7 +80,7 @@ def run_oracle(draft, target, prm, problems: Sequence[LabProblem], taus: Sequenc
                 d, t = draft_cache[k], target_cache[k]
                 s_d, s_t = score_cache[(i, k[1] + (d.text,))], score_cache[(i, k[1] + (t.text,))]
                 chosen = d
-                if t.text != d.text and s_t - s_d > tau:
+                if ORACLE.escalates(tau, StepScores(draft=s_d, target=s_t, same_text=t.text == d.text)):
                     chosen = t
                     states[i]["escalated"] += 1
                 states[i]["steps"].append(chosen.text)

@@ -39,7 +39,7 @@ def build_data(
     target_samples: int = typer.Option(1, min=1, help="K: label with the mean PRM score of K target samples"),
 ) -> None:
     """Run the generate policy (both steps, both PRM scores) and write router rows split by problem."""
-    from arbitrage.cli_support import load_cli_problems
+    from arbitrage.eval.cli import load_cli_problems
     from arbitrage.config import ConfigError, load_config, validate_config
     from arbitrage.router.build_data import build_router_data
 
@@ -77,7 +77,7 @@ def train(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if kind == "features":
-        from arbitrage.router.feature_router import fit_feature_router
+        from arbitrage.router.fit_features import fit_feature_router
 
         rows = downsample_majority(train_rows, seed) if downsample else train_rows
         router = fit_feature_router(rows, seed=seed)
@@ -113,7 +113,7 @@ def evaluate(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if (directory / "feature_router.json").exists():
-        from arbitrage.router.feature_router import FeatureRouter
+        from arbitrage.servers.feature_router import FeatureRouter
 
         feature_router = FeatureRouter.load(directory)
         scores = [feature_router.score_row(r) for r in rows]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from arbitrage.protocols import AnnotatedStep
-from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.router_input import format_router_input
 
 SPLITS = ("train", "validation", "test")
 LABEL_CLASSES = (2, 4, 10)

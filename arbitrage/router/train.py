@@ -15,15 +15,7 @@ from pathlib import Path
 
 from arbitrage.router.dataset import delta_class, downsample_majority, router_text
 from arbitrage.router.evaluate import router_metrics
-
-ROUTER_CONFIG_FILE = "router_config.json"
-
-
-def router_annotates(model_dir: str | Path) -> bool:
-    """Whether a saved router was trained on annotated input (True when it records nothing)."""
-    path = Path(model_dir) / ROUTER_CONFIG_FILE
-    return json.loads(path.read_text()).get("annotate", True) if path.exists() else True
-
+from arbitrage.servers.transformers_backend.router import ROUTER_CONFIG_FILE, router_annotates
 
 @dataclass(frozen=True)
 class RouterTrainingOptions:

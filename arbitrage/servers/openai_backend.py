@@ -29,7 +29,7 @@ from typing import Sequence
 
 from arbitrage.config import Config, ConfigError, ModelConfig
 from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
-from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.router_input import format_router_input
 from arbitrage.servers.http_client import BackendError, JsonHttpClient
 from arbitrage.servers.prompting import PrefixRenderer, load_tokenizer, prm_text, prm_token_ids
 from arbitrage.servers.wire import (

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from arbitrage.config import Config, ModelConfig
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
-from arbitrage.router.train import router_annotates
 from arbitrage.servers.transformers_backend.loading import ModelLoadError, clear_cache, load_model, resolve_path, role_of
 from arbitrage.servers.transformers_backend.prm import build_prm
-from arbitrage.servers.transformers_backend.router import ClassifierRouter
+from arbitrage.servers.transformers_backend.router import ClassifierRouter, router_annotates
 
 __all__ = ["load_generator", "load_prm", "load_router", "clear_cache", "ModelLoadError"]
 
@@ -40,8 +39,8 @@ def load_prm(model_cfg: ModelConfig, config: Config):
 def load_router(model_cfg: ModelConfig, config: Config):
     role = role_of(model_cfg, config, "router")
     if model_cfg.router_kind == "features":
-        from arbitrage.router.feature_router import load_feature_router
+        from arbitrage.servers.feature_router import FeatureRouter
 
-        return load_feature_router(model_cfg, config)
+        return FeatureRouter.load(resolve_path(model_cfg.path, role))
     loaded = load_model("AutoModelForSequenceClassification", model_cfg, role)
     return ClassifierRouter(loaded, config.separator, annotate=router_annotates(resolve_path(model_cfg.path, role)))

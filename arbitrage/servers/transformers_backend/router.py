@@ -3,15 +3,26 @@ paper's annotated input text."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 from arbitrage.protocols import RouterQuery
-from arbitrage.router.input_format import format_router_input
+from arbitrage.servers.router_input import format_router_input
 from arbitrage.servers.transformers_backend.batch_cache import (
     extract_row, length_groups, padded_forward, start_batch, supports_row_surgery,
 )
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel
+
+# Written beside a trained router's weights (arbitrage/router/train.py): its training options.
+ROUTER_CONFIG_FILE = "router_config.json"
+
+
+def router_annotates(model_dir: str | Path) -> bool:
+    """Whether a saved router was trained on annotated input (True when it records nothing)."""
+    path = Path(model_dir) / ROUTER_CONFIG_FILE
+    return json.loads(path.read_text()).get("annotate", True) if path.exists() else True
 
 
 def escalation_probability(logits) -> float:

@@ -11,13 +11,13 @@ from langgraph.runtime import Runtime
 
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState, candidate_from
-from arbitrage.nodes.generation import accepted_texts, step_token_budget
-from arbitrage.nodes.timing import timed
+from arbitrage.graph.nodes.generation import accepted_texts, step_token_budget
+from arbitrage.graph.nodes.timing import timed
 
 
 def target_step(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
     context = runtime.context
-    extra = context.extra_target_samples if state["policy"] == "generate" else 0
+    extra = context.extra_target_samples if context.policy.writes_training_rows else 0
     timings: dict[str, float] = {}
     outputs = []
     with timed(timings, "target"):

@@ -10,8 +10,8 @@ from arbitrage.graph.answer import last_boxed
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.routing import chosen_source
 from arbitrage.graph.state import CommittedStep, SolveState
-from arbitrage.nodes.timing import timed
-from arbitrage.router.input_format import format_router_input
+from arbitrage.graph.nodes.timing import timed
+from arbitrage.servers.router_input import format_router_input
 from arbitrage.protocols import AnnotatedStep
 
 _CLEARED = {
@@ -78,7 +78,7 @@ def commit(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
     context = runtime.context
     timings: dict[str, float] = {}
     with timed(timings, "commit"):
-        source = chosen_source(state)
+        source = chosen_source(state, context)
         draft, target = state.get("draft"), state.get("target")
         chosen = target if source == "target" else draft
         logprobs = draft["token_logprobs"] if draft else []
@@ -96,7 +96,7 @@ def commit(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
             draft_logprob_mean=sum(logprobs) / len(logprobs) if logprobs else None,
         )
         update: dict = {**_CLEARED, "steps": [step], "counters": _counters(source, draft, target, state)}
-        if state["policy"] == "generate":
+        if context.policy.writes_training_rows:
             update["training_rows"] = [_training_row(state, context.separator)]
         reason = _finish_reason(state, chosen, context.limits)
         if reason is not None:

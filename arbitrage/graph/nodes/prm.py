@@ -8,7 +8,7 @@ A pending step whose text equals one already scored on this prefix (the target w
 the draft's step) takes that score instead of a second PRM call. The same input has one
 reward; scored twice in different batches it differs in the last bits (padding changes
 the float sums), and such a difference would turn a tie into an escalation under the
-oracle at tau 0 and into a positive router label (`delta > 0`) under `generate`.
+oracle at threshold 0 and into a positive router label (`delta > 0`) under `generate`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ from langgraph.runtime import Runtime
 
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState
-from arbitrage.nodes.generation import accepted_texts
-from arbitrage.nodes.timing import timed
+from arbitrage.graph.nodes.generation import accepted_texts
+from arbitrage.graph.nodes.timing import timed
 from arbitrage.protocols import last_step_reward
-
-
-def _decides_on(policy: str, which: str) -> bool:
-    """Does the policy's decision use this score (rather than only the audit)?"""
-    return policy in ("oracle", "generate") or (policy == "rsd" and which == "draft")
 
 
 def _known_score(state: SolveState, update: dict, text: str) -> float | None:
@@ -43,6 +38,7 @@ def _count(update: dict, counter: str) -> None:
 
 def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
     prm = runtime.context.models.prm
+    decision_scores = runtime.context.policy.decision_scores
     prefix = accepted_texts(state)
     update: dict = {"counters": {}, "timings": {}}
     for which in ("draft", "target"):
@@ -54,7 +50,7 @@ def prm_score(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
             update[f"{which}_score"] = known
             _count(update, "reused_prm_scores")
             continue
-        audit = not _decides_on(state["policy"], which)
+        audit = which not in decision_scores
         with timed(update["timings"], "prm_audit" if audit else "prm"):
             reward = last_step_reward(prm, state["problem"], prefix + [candidate["text"]])
         _count(update, "audit_prm_calls" if audit else "prm_calls")

@@ -6,7 +6,7 @@ from langgraph.runtime import Runtime
 
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState, output_from
-from arbitrage.nodes.timing import timed
+from arbitrage.graph.nodes.timing import timed
 from arbitrage.protocols import AnnotatedStep, RouterQuery
 
 

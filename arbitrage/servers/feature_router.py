@@ -104,26 +104,3 @@ class FeatureRouter:
             return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"])
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-
-
-def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
-                       features: Sequence[str] = FEATURES) -> FeatureRouter:
-    """Fit on binary labels; rows are expected already balanced if balancing is wanted."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.array([row_features(r, features) for r in rows], dtype=float)
-    y = np.array([r["label"] for r in rows])
-    if len(set(y.tolist())) < 2:
-        raise ValueError("feature router needs rows of both labels")
-    mean = x.mean(axis=0)
-    scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
-    model = LogisticRegression(C=C, random_state=seed, max_iter=1000).fit((x - mean) / scale, y)
-    return FeatureRouter(features, mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
-
-
-def load_feature_router(model_cfg, config) -> FeatureRouter:
-    """Backend hook for `router_kind: features` (path may be lab:NAME)."""
-    from arbitrage.servers.transformers_backend.loading import resolve_path
-
-    return FeatureRouter.load(resolve_path(model_cfg.path, "router"))

@@ -6,8 +6,8 @@ from langgraph.runtime import Runtime
 
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import SolveState, candidate_from
-from arbitrage.nodes.generation import accepted_texts, step_token_budget
-from arbitrage.nodes.timing import timed
+from arbitrage.graph.nodes.generation import accepted_texts, step_token_budget
+from arbitrage.graph.nodes.timing import timed
 
 
 def draft_step(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
