@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.config import LAB_PROMPT_TEMPLATE
 from arbitrage.eval.datasets import (
     DATASETS,
-    PROMPT_TEMPLATES,
     DatasetError,
     DatasetNotFoundError,
     LineError,
     Problem,
-    format_prompt,
     load_problems,
     parse_field_mapping,
 )
@@ -278,22 +275,3 @@ def test_lab_split_converts_lab_problems():
     assert [p.id for p in validation] == [r.id for r in task.make_splits(0, n_train=0)[1][:2]]
     with pytest.raises(DatasetError, match="lab split must be one of train, validation, test; got 'dev'"):
         load_problems("dev", dataset="lab")
-
-
-# --- prompts ---------------------------------------------------------------------------
-
-
-def test_every_dataset_has_a_prompt_template_with_the_problem_slot():
-    assert set(PROMPT_TEMPLATES) == set(DATASETS)
-    assert PROMPT_TEMPLATES["lab"] == LAB_PROMPT_TEMPLATE
-    for name in ("gsm8k", "math500", "generic"):
-        template = PROMPT_TEMPLATES[name]
-        assert template.count("{problem}") == 1
-        assert "\\boxed{}" in template and "blank line" in template and "step by step" in template
-
-
-def test_format_prompt_substitutes_latex_problems_verbatim():
-    problem = Problem("p", "Find $\\frac{1}{2} + {x}$.", "1", "math500")
-    prompt = format_prompt(problem)
-    assert "Problem: Find $\\frac{1}{2} + {x}$.\n" in prompt and "{problem}" not in prompt
-    assert format_prompt(problem, "Q: {problem}\nA:") == "Q: Find $\\frac{1}{2} + {x}$.\nA:"

@@ -2,7 +2,6 @@
 
     loaded = load_problems("data/gsm8k_test.jsonl", limit=50)
     for err in loaded.errors: print(err)        # "line 7: missing field 'question'"
-    for p in loaded.problems: prompt = format_prompt(p)
 
 A bad line (invalid JSON, a missing, empty or non-string problem field, an
 unparseable gold answer, a repeated id) is reported in `.errors` and skipped, so
@@ -19,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from arbitrage.config import LAB_PROMPT_TEMPLATE
-
 DATASETS = ("gsm8k", "math500", "generic", "lab")
 DATASET_ALIASES = {"jsonl": "generic", "math": "math500"}
 FIELD_KEYS = ("problem", "answer", "id")
@@ -31,27 +28,6 @@ HUB_DATASETS: dict[str, tuple[str, str | None, str]] = {
     "gsm8k": ("openai/gsm8k", "main", "test"),
     "math500": ("HuggingFaceH4/MATH-500", None, "test"),
 }
-
-_STEPS = (
-    "Reason step by step. Write each step as its own short paragraph and separate "
-    "consecutive steps with a blank line. Put the final answer in \\boxed{}."
-)
-# Rendered by replacing "{problem}" (as PromptConfig.render does), not str.format,
-# so the literal braces of \boxed{} are safe.
-PROMPT_TEMPLATES: dict[str, str] = {
-    "gsm8k": (
-        "Solve the following grade-school math word problem. " + _STEPS
-        + " The final answer is a single number.\n\nProblem: {problem}\n\nSolution:\n"
-    ),
-    "math500": (
-        "Solve the following math problem. " + _STEPS
-        + " Give the final answer in simplest form.\n\nProblem: {problem}\n\nSolution:\n"
-    ),
-    "generic": "Solve the following problem. " + _STEPS + "\n\nProblem: {problem}\n\nSolution:\n",
-    # The lab models were trained on exactly this format.
-    "lab": LAB_PROMPT_TEMPLATE,
-}
-
 
 class DatasetError(ValueError):
     """A source that cannot be loaded at all; the message names the path, dataset or field."""
@@ -181,13 +157,6 @@ def load_problems(
         return _load_records(records, str(source), hub_name, mapping, limit)
     hint = " (for a lab split pass dataset='lab')" if str(source) in LAB_SPLITS else ""
     raise DatasetNotFoundError(f"dataset file not found: {path}{hint}")
-
-
-def format_prompt(problem: Problem, template: str | None = None) -> str:
-    """The prompt for `problem`: `template`, else its dataset's PROMPT_TEMPLATES entry."""
-    if template is None:
-        template = PROMPT_TEMPLATES.get(problem.dataset, PROMPT_TEMPLATES["generic"])
-    return template.replace("{problem}", problem.problem)
 
 
 # --- reading -------------------------------------------------------------------------
