@@ -1,1 +1,1 @@
-"""Router input formatting, dataset building, training and evaluation."""
+"""Router training: datasets from generate runs, fitting (neural and feature routers), evaluation, ablations."""
