@@ -19,6 +19,10 @@ Checks, none of which runs the command:
   `python -c code`: it compiles and every name it imports exists.
 - `bash path`: the script exists and `bash -n` accepts it.
 - any argument naming a file under examples/, benchmarks/ or scripts/: the file exists.
+
+Prose names commands too: every inline code span that starts with `arbitrage ` in the
+documents, arbitrage/lab/MODEL_CARD.md and the files above must name a command that exists,
+with options it has (required options may be left out there; `...` ends the span).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Server packages that need a GPU machine; `python -m` on them cannot be checked here.
 GPU_ONLY_MODULES = {"sglang", "vllm"}
 SHIPPED_DIRS = ("examples/", "benchmarks/", "scripts/")
+MENTION = re.compile(r"`(arbitrage [^`]+)`")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,31 @@ def all_commands(root: Path = ROOT) -> list[Command]:
     for path in header_paths(root):
         commands += header_commands(path, path.relative_to(root).as_posix())
     return commands
+
+
+def mention_paths(root: Path = ROOT) -> list[Path]:
+    return [*document_paths(root), root / "arbitrage" / "lab" / "MODEL_CARD.md", *runnable_file_paths(root)]
+
+
+def all_mentions(root: Path = ROOT) -> list[Command]:
+    mentions = []
+    for path in mention_paths(root):
+        mentions += mentioned_commands(path.read_text(), path.relative_to(root).as_posix())
+    return mentions
+
+
+def mentioned_commands(text: str, source: str) -> list[Command]:
+    """`arbitrage ...` in inline code spans (which may wrap lines), up to a `...`."""
+    mentions = []
+    for match in MENTION.finditer(text):
+        try:
+            words = shlex.split(" ".join(match.group(1).split()), comments=True)
+        except ValueError:  # an unbalanced quote: not a command
+            continue
+        if "..." in words:
+            words = words[: words.index("...")]
+        mentions.append(Command(f"{source}:{text.count(chr(10), 0, match.start()) + 1}", tuple(words)))
+    return mentions
 
 
 def markdown_commands(text: str, source: str) -> list[Command]:
@@ -192,7 +222,7 @@ def _check_shipped_paths(args) -> None:
             raise CommandError(f"{value} does not exist")
 
 
-def arbitrage_leaf(args):
+def arbitrage_leaf(args, *, allow_group: bool = False):
     """(click command, its name path, the arguments left for it) for `arbitrage ARGS`.
 
     Groups are told apart by their `commands` mapping, not by class: typer 0.2x ships its
@@ -209,9 +239,18 @@ def arbitrage_leaf(args):
                 f"`{' '.join(names)}` has no command {rest[0]!r} (it has: {', '.join(sorted(command.commands))})"
             )
         command, names, rest = sub, [*names, rest.pop(0)], rest
-    if _is_group(command) and not rest:
+    if _is_group(command) and not rest and not allow_group:
         raise CommandError(f"`{' '.join(names)}` needs a command (one of: {', '.join(sorted(command.commands))})")
     return command, names, rest
+
+
+def check_mention(command: Command) -> None:
+    """A command named in prose exists and has every option the prose gives it."""
+    leaf, names, rest = arbitrage_leaf(command.argv[1:], allow_group=True)
+    options = {opt for param in leaf.params for opt in (*param.opts, *param.secondary_opts)}
+    unknown = [word.split("=")[0] for word in rest if word.startswith("--") and word.split("=")[0] not in options]
+    if unknown:
+        raise CommandError(f"`{' '.join(names)}` has no option {', '.join(unknown)}")
 
 
 def _is_group(command) -> bool:

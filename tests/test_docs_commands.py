@@ -23,11 +23,14 @@ from doc_commands import (
     Command,
     CommandError,
     all_commands,
+    all_mentions,
     arbitrage_leaf,
     check,
     check_arbitrage,
+    check_mention,
     is_checkable,
     markdown_commands,
+    mentioned_commands,
     runnable_file_paths,
     split_commands,
 )
@@ -104,6 +107,36 @@ def test_documented_command_parses(command: Command):
         check(command)
     except CommandError as error:
         pytest.fail(f"{command.source}: `{command.text}`: {error}")
+
+
+MENTIONS = all_mentions()
+
+
+@pytest.mark.parametrize("command", MENTIONS, ids=_ids(MENTIONS))
+def test_command_named_in_prose_exists(command: Command):
+    try:
+        check_mention(command)
+    except CommandError as error:
+        pytest.fail(f"{command.source}: `{command.text}`: {error}")
+
+
+@pytest.mark.parametrize("span, reason", [
+    ("`arbitrage train-router`", "no command 'train-router'"),
+    ("`arbitrage router train --kinds features`", "has no option --kinds"),
+    ("`arbitrage servers status --config\nx.yaml`", "has no option --config"),
+])
+def test_a_wrong_command_named_in_prose_is_caught(span, reason):
+    (command,) = mentioned_commands(f"Train it with {span} first.", "prose")
+    with pytest.raises(CommandError, match=reason):
+        check_mention(command)
+
+
+def test_prose_mentions_are_found_across_lines_and_up_to_an_ellipsis():
+    text = "Run `arbitrage lab eval --n 500\n--json` or `arbitrage router ...` (see `arbitrage/lab`)."
+    assert [(c.source, c.argv) for c in mentioned_commands(text, "T.md")] == [
+        ("T.md:1", ("arbitrage", "lab", "eval", "--n", "500", "--json")),
+        ("T.md:2", ("arbitrage", "router")),
+    ]
 
 
 WRONG = [
