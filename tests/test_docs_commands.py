@@ -149,7 +149,7 @@ WRONG = [
     ("arbitrage sweep --limit 3", "Missing option '--output'"),
     ("arbitrage run --limit 2 extra", "unexpected extra argument"),
     ("arbitrage run --config examples/no_such.yaml", "examples/no_such.yaml does not exist"),
-    ("arbitrage run --policy fastest", "policy: Input should be"),
+    ("arbitrage run --policy fastest", "policy: unknown policy 'fastest'"),
     ("arbitrage run --policy rsd --threshold 1.5", "threshold"),
     ("arbitrage sweep --policies rsd,nope --output runs/s", "nope"),
     ("arbitrage run --config examples/sglang_llama.yaml --dataset math500", "does nothing without --data"),
@@ -188,7 +188,7 @@ def _lab_run(args: list[str]) -> tuple[list[str], str] | None:
     models = config.required_models().values()
     if not all(m.backend == "transformers" and m.is_lab_model() for m in models):
         return None
-    what = json.dumps([{**config.model_dump(), "threshold": config.tau}, params.get("problem")], sort_keys=True)
+    what = json.dumps([config.model_dump(), params.get("problem")], sort_keys=True)
     if params.get("problem") is not None:
         return args, what
     if "--limit" not in args:
