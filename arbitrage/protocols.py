@@ -3,6 +3,10 @@
 Backends (in-process transformers, OpenAI-compatible HTTP) implement these; nodes
 only call them. Every method is synchronous and thread-safe: concurrent runs share
 one loaded model.
+
+A backend may also offer the optional methods declared at the end (`step_batch`,
+`score_batch`, `score_last`); callers test for them with `isinstance` and fall back to
+the plain protocol method.
 """
 
 from __future__ import annotations
@@ -98,21 +102,15 @@ class Generator(Protocol):
 
 @runtime_checkable
 class PRM(Protocol):
-    """A process reward model: one reward in [0, 1] per step.
-
-    A backend whose cost grows with the number of steps scored (a judge LM asks once
-    per step) may also define `score_last(problem, steps) -> float`, the reward of the
-    last step only; the graph only ever needs that one and uses it when present.
-    """
+    """A process reward model: one reward in [0, 1] per step."""
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]: ...
 
 
 def last_step_reward(prm: PRM, problem: str, steps: Sequence[str]) -> float:
     """The newest step's reward, through `score_last` when the PRM offers it."""
-    score_last = getattr(prm, "score_last", None)
-    if score_last is not None:
-        return float(score_last(problem, steps))
+    if isinstance(prm, LastStepPRM):
+        return float(prm.score_last(problem, steps))
     rewards = prm.score(problem, steps)
     if len(rewards) != len(steps):
         raise ValueError(f"PRM returned {len(rewards)} rewards for {len(steps)} steps")
@@ -127,3 +125,49 @@ class Router(Protocol):
     """
 
     def score(self, query: RouterQuery) -> float: ...
+
+
+# ---- optional methods: a backend offers them beside its protocol method ----
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """The arguments of one `Generator.step` call, as one value (for `step_batch`)."""
+
+    problem: str
+    steps: tuple[str, ...]
+    max_tokens: int
+    sampling: SamplingParams | None = None
+    session: str | None = None
+
+
+@runtime_checkable
+class BatchedGenerator(Protocol):
+    """Optional for a Generator: `step` for every request, decoded together; outputs in
+    request order. `arbitrage serve` and `run --concurrency` batch concurrent calls
+    through it (servers/batching.py); without it they call `step` one at a time."""
+
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutput]: ...
+
+
+@runtime_checkable
+class BatchedPRM(Protocol):
+    """Optional for a PRM: `score` for every (problem, steps) item in one call."""
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class LastStepPRM(Protocol):
+    """Optional for a PRM whose cost grows with the number of steps scored (a judge LM
+    asks once per step): the reward of the last step only. The graph only ever needs
+    that one, and `last_step_reward` uses it when present."""
+
+    def score_last(self, problem: str, steps: Sequence[str]) -> float: ...
+
+
+@runtime_checkable
+class BatchedRouter(Protocol):
+    """Optional for a Router: `score` for every query in one call."""
+
+    def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]: ...

@@ -18,8 +18,7 @@ import torch
 import tiny_models as tm
 from arbitrage.config import Config, Limits, ModelConfig, PromptConfig
 from arbitrage.eval.run import read_results, run_batch
-from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, last_step_reward
-from arbitrage.servers.batching import StepRequest
+from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, StepRequest, last_step_reward
 from arbitrage.servers.factory import ModelSet
 from arbitrage.servers.transformers_backend.batch_cache import cache_argument, length_groups, padded_forward
 from arbitrage.servers.transformers_backend.growing_cache import GrowingLayer, new_cache

@@ -1,11 +1,7 @@
 """Batching concurrent requests into one model call, for `arbitrage serve`.
 
-A backend opts in by offering a batched method beside its protocol method:
-
-    Generator.step_batch(requests: Sequence[StepRequest]) -> list[StepOutput]
-    PRM.score_batch(items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]
-    Router.score_batch(queries: Sequence[RouterQuery]) -> list[float]
-
+A backend opts in by offering a batched method beside its protocol method
+(`step_batch`, `score_batch`: the optional methods declared in arbitrage/protocols.py).
 Without one, the batcher calls the single-item method for each queued request in turn
 (one worker thread, so calls never overlap). Requests are grouped without waiting: while
 one batch runs, new ones queue, and the next batch takes all of them, so a lone client
@@ -18,39 +14,23 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Callable, Generic, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Callable, Generic, Sequence, TypeVar
 
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, last_step_reward
+from arbitrage.protocols import (
+    BatchedGenerator,
+    BatchedPRM,
+    BatchedRouter,
+    LastStepPRM,
+    RouterQuery,
+    StepOutput,
+    StepRequest,
+    last_step_reward,
+)
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-
-@dataclass(frozen=True)
-class StepRequest:
-    problem: str
-    steps: tuple[str, ...]
-    max_tokens: int
-    sampling: SamplingParams | None = None
-    session: str | None = None
-
-
-@runtime_checkable
-class BatchedGenerator(Protocol):
-    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutput]: ...
-
-
-@runtime_checkable
-class BatchedPRM(Protocol):
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]: ...
-
-
-@runtime_checkable
-class BatchedRouter(Protocol):
-    def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]: ...
 
 
 class QueueFull(RuntimeError):
@@ -184,7 +164,7 @@ def last_step_rewards(prm, items: Sequence[tuple[str, Sequence[str]]]) -> list[f
 
 def _scores_in_one_batch(prm, *, wants_last: bool) -> bool:
     # A PRM with its own score_last (a judge) is cheaper per item than a batched score.
-    return isinstance(prm, BatchedPRM) and not (wants_last and hasattr(prm, "score_last"))
+    return isinstance(prm, BatchedPRM) and not (wants_last and isinstance(prm, LastStepPRM))
 
 
 def router_batcher(router, **options) -> Batcher[RouterQuery, float]:

@@ -20,16 +20,16 @@ from contextlib import contextmanager
 from dataclasses import fields, replace
 from typing import Iterator, Sequence
 
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
-from arbitrage.servers.batching import (
+from arbitrage.protocols import (
     BatchedGenerator,
     BatchedPRM,
     BatchedRouter,
+    RouterQuery,
+    SamplingParams,
+    StepOutput,
     StepRequest,
-    generator_batcher,
-    prm_batcher,
-    router_batcher,
 )
+from arbitrage.servers.batching import generator_batcher, prm_batcher, router_batcher
 from arbitrage.servers.factory import ModelSet
 
 

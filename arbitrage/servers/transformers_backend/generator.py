@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.protocols import SamplingParams, StepOutput
-from arbitrage.servers.batching import StepRequest
+from arbitrage.protocols import SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.transformers_backend.batch_cache import supports_row_surgery
 from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
