@@ -11,8 +11,9 @@ the plain protocol method.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 StepSource = Literal["draft", "target"]
 FinishReason = Literal["separator", "eos", "length"]
@@ -35,6 +36,35 @@ class SamplingParams:
         if self.seed is not None:
             kwargs["seed"] = self.seed
         return kwargs
+
+    @classmethod
+    def from_request(cls, body: Mapping[str, Any], default: "SamplingParams | None" = None) -> "SamplingParams":
+        """Read the fields `to_openai_kwargs` writes from an OpenAI request body; an absent
+        or null field takes `default`'s value. Raises ValueError naming a bad field."""
+        default = default if default is not None else cls()
+        temperature = _request_number(body, "temperature", default.temperature)
+        top_p = _request_number(body, "top_p", default.top_p)
+        seed = body.get("seed")
+        if seed is None:
+            seed = default.seed
+        elif isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"request field 'seed' should be an integer, got {type(seed).__name__}")
+        if temperature < 0:
+            raise ValueError(f"request field 'temperature' must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"request field 'top_p' must be in (0, 1], got {top_p}")
+        return cls(temperature=temperature, top_p=top_p, seed=seed)
+
+
+def _request_number(body: Mapping[str, Any], name: str, default: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"request field '{name}' should be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"request field '{name}' must be a finite number, got {value}")
+    return float(value)
 
 
 @dataclass

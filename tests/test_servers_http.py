@@ -275,6 +275,8 @@ def test_wrong_endpoint_for_the_role_is_a_clear_error(serve):
         ({"arbitrage": {"steps": []}, "max_tokens": 4}, "'arbitrage.problem' is required"),
         ({"prompt": "no template here", "max_tokens": 4}, "'prompt' does not fit the served template"),
         ({"prompt": "x", "n": 2}, "'n' must be 1"),
+        ({"arbitrage": {"problem": "p", "steps": []}, "temperature": "hot"}, "'temperature' should be a number, got str"),
+        ({"arbitrage": {"problem": "p", "steps": []}, "top_p": 0}, "'top_p' must be in (0, 1], got 0"),
     ],
 )
 def test_bad_requests_get_400_naming_the_field(serve, body, message):

@@ -214,12 +214,10 @@ class ModelServer:
 
     def _sampling(self, body: dict) -> SamplingParams:
         default = self.model_cfg.sampling.params() if self.model_cfg is not None else SamplingParams()
-        temperature = float(_need(body, "temperature", (int, float), default=default.temperature))
-        top_p = float(_need(body, "top_p", (int, float), default=default.top_p))
-        seed = _need(body, "seed", int, default=default.seed)
-        if temperature < 0 or not (0 < top_p <= 1):
-            raise RequestError(400, f"temperature must be >= 0 and top_p in (0, 1]; got {temperature}, {top_p}")
-        return SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
+        try:
+            return SamplingParams.from_request(body, default)
+        except ValueError as error:
+            raise RequestError(400, str(error)) from None
 
     def _end_session(self, body: dict) -> dict:
         session = _need(body, "session", str)
