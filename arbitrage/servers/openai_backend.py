@@ -31,7 +31,8 @@ from arbitrage.config import Config, ConfigError, ModelConfig
 from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput
 from arbitrage.servers.router_input import format_router_input
 from arbitrage.servers.http_client import BackendError, JsonHttpClient
-from arbitrage.servers.prompting import PrefixRenderer, load_tokenizer, prm_text, prm_token_ids
+from arbitrage.servers.prm_input import PrmInput
+from arbitrage.servers.prompting import PrefixRenderer, load_tokenizer
 from arbitrage.servers.wire import (
     field,
     parse_completion,
@@ -116,6 +117,7 @@ class HttpPRM:
             # Per-token rewards (vLLM ALL pooling, the Skywork plugin) are only usable with
             # step-end positions; a given tokenizer also renders Qwen's chat layout exactly.
             self.tokenizer = load_tokenizer(model_cfg, where)
+        self.input = PrmInput(model_cfg.prm_style, separator, system=model_cfg.prompt.system, tokenizer=self.tokenizer)
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         steps = list(steps)
@@ -140,12 +142,7 @@ class HttpPRM:
 
     def _score_sglang(self, problem: str, steps: list[str], first: int = 0) -> list[float]:
         """Rewards of steps[first:], one text per step: the prefix ending at that step."""
-        style = self.model_cfg.prm_style
-        system = self.model_cfg.prompt.system
-        texts = [
-            prm_text(style, problem, steps[: i + 1], self.separator, system=system, tokenizer=self.tokenizer)
-            for i in range(first, len(steps))
-        ]
+        texts = [self.input.last_token_text(problem, steps[: i + 1]) for i in range(first, len(steps))]
         # A one-element list trips sglang's embedding path (see its warmup); send a string.
         payload = {"model": _served_name(self.model_cfg), "text": texts[0] if len(texts) == 1 else texts}
         url = self.client.url("/classify")
@@ -153,13 +150,11 @@ class HttpPRM:
         return [probability(row, f"result {i} 'embedding'", url) for i, row in enumerate(rows)]
 
     def _score_vllm(self, problem: str, steps: list[str]) -> list[float]:
-        style = self.model_cfg.prm_style
-        system = self.model_cfg.prompt.system
         ends = None
         if self.tokenizer is not None:
-            model_input, ends = prm_token_ids(self.tokenizer, style, problem, steps, self.separator, system=system)
+            model_input, ends = self.input.token_ids(problem, steps)
         else:
-            model_input = prm_text(style, problem, steps, self.separator, system=system)
+            model_input = self.input.last_token_text(problem, steps)
         payload = {"model": _served_name(self.model_cfg), "input": model_input, "use_activation": False}
         url = self.client.url("/pooling")
         (rows,) = parse_vllm_pooling(self.client.post_json("/pooling", payload), 1, url)

@@ -1,6 +1,6 @@
-"""Texts the HTTP backend sends: the generator's prefix and the PRM's input, per
-checkpoint convention, rendered client side so the server sees exactly what an
-in-process model would.
+"""The generator's prefix as the HTTP backend sends it, rendered client side so the
+server sees exactly what an in-process model would (the PRMs' inputs are in
+servers/prm_input.py, the router's in servers/router_input.py).
 
 Chat prompts (`prompt.format: chat`) are rendered here with the served model's own
 tokenizer (`models.<role>.tokenizer`, else `path`) and sent to `/v1/completions` as
@@ -15,9 +15,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from arbitrage.config import ConfigError, ModelConfig, PromptConfig
-
-QWEN_PRM_STEP_TAG = "<extra_0>"
-QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def load_tokenizer(model_cfg: ModelConfig, where: str):
@@ -91,52 +88,3 @@ def parse_raw_prefix(prompt: PromptConfig, separator: str, text: str) -> tuple[s
             steps = tail.split(separator)[:-1] if tail else []
             return rest[:cut], steps
         start = cut + 1
-
-
-def qwen_prm_text(problem: str, steps: Sequence[str], system: str | None = None, tokenizer=None) -> str:
-    """Qwen2.5-Math-PRM input as the in-process backend builds it (the model card's chat
-    layout), cut after the last step tag so last-token pooling lands on it. Without a
-    tokenizer the Qwen2 chat layout is written out."""
-    if tokenizer is not None:
-        text = _inprocess_prm().qwen_prm_text(tokenizer, problem, steps, system)
-    else:
-        answer = "".join(step + QWEN_PRM_STEP_TAG for step in steps)
-        text = (
-            f"<|im_start|>system\n{system or QWEN_PRM_SYSTEM}<|im_end|>\n"
-            f"<|im_start|>user\n{problem}<|im_end|>\n"
-            f"<|im_start|>assistant\n{answer}"
-        )
-    cut = text.rfind(QWEN_PRM_STEP_TAG)
-    return text[: cut + len(QWEN_PRM_STEP_TAG)] if cut >= 0 else text
-
-
-def prm_text(style: str, problem: str, steps: Sequence[str], separator: str, *, system: str | None = None, tokenizer=None) -> str:
-    """The text whose last token carries the newest step's reward. Skywork: problem, newline,
-    each step followed by the separator (the server's tokenizer adds BOS if it has one)."""
-    if style == "skywork":
-        return problem + "\n" + "".join(step + separator for step in steps)
-    if style == "qwen":
-        return qwen_prm_text(problem, steps, system, tokenizer)
-    raise ValueError(f"prm_style {style!r} has no text format for a scoring endpoint")
-
-
-def prm_token_ids(
-    tokenizer, style: str, problem: str, steps: Sequence[str], separator: str, *, system: str | None = None
-) -> tuple[list[int], list[int]]:
-    """Token ids of the whole PRM input and the index of each step's reward token, exactly
-    as the in-process PRMs compute them (servers/transformers_backend/prm.py)."""
-    prm = _inprocess_prm()
-    if style == "skywork":
-        return prm.skywork_input_ids(tokenizer, problem, steps, separator)
-    if style == "qwen":
-        ids = list(tokenizer(prm.qwen_prm_text(tokenizer, problem, steps, system), add_special_tokens=False)["input_ids"])
-        tag = tokenizer.convert_tokens_to_ids(QWEN_PRM_STEP_TAG)
-        return ids, [i for i, token in enumerate(ids) if token == tag]
-    raise ValueError(f"prm_style {style!r} has no token format for a scoring endpoint")
-
-
-def _inprocess_prm():
-    # One definition of each checkpoint's input format, shared with the in-process PRMs.
-    from arbitrage.servers.transformers_backend import prm
-
-    return prm

@@ -1,15 +1,16 @@
 """Process reward models in three checkpoint conventions; `score` gives one reward
 in [0, 1] per step.
 
+Each reads its input as servers/prm_input.py writes it.
+
 - `skywork`: a token classifier with one label (a value head); reward = sigmoid of the
-  value at the last token of each `step + separator` segment, input
-  `bos + problem + "\\n"` then the segments. Our lab PRM is a standard
+  value at the last token of each `step + separator` segment. Our lab PRM is a standard
   `LlamaForTokenClassification(num_labels=1)`. Real Skywork-o1-Open-PRM checkpoints
   ship a custom value-head class (`v_head`) that no standard transformers class
   loads: they need their own code (`trust_remote_code`) or the head remapped to a
   `score` layer first; only the standard-class form is tested here.
-- `qwen` (Qwen2.5-Math-PRM): steps each followed by the special token `<extra_0>`,
-  two labels per token, reward = softmax(logits)[1] at each `<extra_0>`.
+- `qwen` (Qwen2.5-Math-PRM): two labels per token, reward = softmax(logits)[1] at each
+  step tag `<extra_0>`.
 - `judge`: a causal LM asked whether the latest step is correct;
   reward = P(Yes) / (P(Yes) + P(No)) over the next token.
 """
@@ -20,49 +21,12 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
+from arbitrage.servers.prm_input import QWEN_STEP_TAG, judge_question, qwen_input_ids, skywork_input_ids
 from arbitrage.servers.transformers_backend.batch_cache import (
     extract_row, length_groups, padded_forward, start_batch, supports_row_surgery,
 )
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
-
-QWEN_STEP_TOKEN = "<extra_0>"
-QWEN_DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-JUDGE_QUESTION = (
-    "Here is a math problem and a partial solution. Decide whether the latest step is correct.\n\n"
-    "Problem:\n{problem}\n\n"
-    "Previous steps:\n{previous}\n\n"
-    "Latest step:\n{step}\n\n"
-    "Is the latest step correct? Answer Yes or No."
-)
-
-
-def skywork_input_ids(tokenizer, problem: str, steps: Sequence[str], separator: str) -> tuple[list[int], list[int]]:
-    """(ids, index of the last token of each step + separator segment).
-
-    Segments are tokenized one by one and concatenated, so the reward positions are
-    exact even where a tokenizer would merge across a step boundary.
-    """
-    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    ids += tokenizer(problem + "\n", add_special_tokens=False)["input_ids"]
-    positions = []
-    for step in steps:
-        ids += tokenizer(step + separator, add_special_tokens=False)["input_ids"]
-        positions.append(len(ids) - 1)
-    return ids, positions
-
-
-def qwen_prm_text(tokenizer, problem: str, steps: Sequence[str], system: str | None) -> str:
-    response = "".join(step + QWEN_STEP_TOKEN for step in steps)
-    if getattr(tokenizer, "chat_template", None):
-        messages = [
-            {"role": "system", "content": system or QWEN_DEFAULT_SYSTEM},
-            {"role": "user", "content": problem},
-            {"role": "assistant", "content": response},
-        ]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-    return f"{problem}\n{response}"
-
 
 def _logits(output):
     return output.logits if hasattr(output, "logits") else output[0]
@@ -124,25 +88,23 @@ class QwenPRM:
         if labels != 2:
             raise ValueError(f"prm_style 'qwen' needs 2 labels per token; the checkpoint has {labels}")
         tokenizer = loaded.tokenizer
-        self.step_token_id = tokenizer.convert_tokens_to_ids(QWEN_STEP_TOKEN)
-        if self.step_token_id is None or self.step_token_id == tokenizer.unk_token_id:
-            raise ValueError(f"prm_style 'qwen' needs the special token {QWEN_STEP_TOKEN} in the tokenizer")
+        step_tag_id = tokenizer.convert_tokens_to_ids(QWEN_STEP_TAG)
+        if step_tag_id is None or step_tag_id == tokenizer.unk_token_id:
+            raise ValueError(f"prm_style 'qwen' needs the special token {QWEN_STEP_TAG} in the tokenizer")
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         import torch
 
         if not steps:
             return []
-        text = qwen_prm_text(self.loaded.tokenizer, problem, steps, self.system)
-        ids = torch.tensor([self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"]])
-        positions = (ids[0] == self.step_token_id).nonzero().flatten()
+        ids, positions = qwen_input_ids(self.loaded.tokenizer, problem, steps, self.system)
         if len(positions) != len(steps):
-            raise ValueError(f"found {len(positions)} {QWEN_STEP_TOKEN} markers for {len(steps)} steps")
+            raise ValueError(f"found {len(positions)} {QWEN_STEP_TAG} markers for {len(steps)} steps")
         with self.loaded.lock, torch.inference_mode():
-            logits = _logits(self.loaded.model(input_ids=ids.to(self.loaded.device)))
+            logits = _logits(self.loaded.model(input_ids=torch.tensor([ids], device=self.loaded.device)))
         if logits.shape[-1] != 2:
             raise ValueError(f"prm_style 'qwen' needs 2 labels per token; the model outputs {logits.shape[-1]}")
-        return torch.softmax(logits[0, positions.to(logits.device)].float(), dim=-1)[:, 1].tolist()
+        return torch.softmax(logits[0, positions].float(), dim=-1)[:, 1].tolist()
 
 
 class JudgePRM:
@@ -172,9 +134,7 @@ class JudgePRM:
         return yes, no
 
     def prompt_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
-        question = JUDGE_QUESTION.format(
-            problem=problem, previous="\n\n".join(steps[:-1]) or "(none)", step=steps[-1]
-        )
+        question = judge_question(problem, steps)
         tokenizer = self.loaded.tokenizer
         if self.chat:
             messages = [{"role": "system", "content": self.system}] if self.system else []
