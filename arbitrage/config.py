@@ -112,7 +112,7 @@ class ModelConfig(_Strict):
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    # Which server speaks at base_url; decides the scoring wire format (servers/openai_backend.py).
+    # Which server speaks at base_url: its dialect in servers/wire/ (one name per entry of DIALECTS there).
     api: Literal["sglang", "vllm", "arbitrage"] = "sglang"
     launch: LaunchConfig | None = None
 

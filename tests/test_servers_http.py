@@ -214,7 +214,7 @@ def test_score_last_reaches_the_served_prms_own_score_last(serve):
     assert remote.score_last("p", ["a", "b"]) == prm.score("p", ["a", "b"])[-1]
     assert prm.last_calls == 1
     with pytest.raises(BackendError, match="must not be empty with last_only"):
-        remote._score_arbitrage("p", [], last_only=True)
+        remote.dialect.prm_rewards(remote.input, "p", [], last_only=True).send(remote.client)
 
 
 def test_concurrent_requests_share_one_batched_call(serve):

@@ -1,0 +1,83 @@
+"""vLLM (`api: vllm`): steps over completions (the base dialect); PRM and router scores
+over `POST /pooling` (vllm/entrypoints/pooling/pooling/api_router.py).
+
+Request `{"model", "input": text | token ids, "use_activation": false}`: the raw head
+outputs, the activation applied here as the in-process models apply theirs. Reply
+`{"data": [{"index": i, "data": [[...], ...] | [...]}]}`
+(vllm/entrypoints/pooling/pooling/protocol.py PoolingResponse): a PRM's whole solution
+goes in one input and comes back as one row per step tag (STEP pooling) or per token
+(ALL pooling, as with the Skywork PRM plugin); per-token rows are read at each step's
+last token, which needs the served model's tokenizer client side.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, TypeVar
+
+from arbitrage.config import ModelConfig
+from arbitrage.protocols import RouterQuery
+from arbitrage.servers.http_client import BackendError
+from arbitrage.servers.prm_input import PrmInput
+from arbitrage.servers.router_input import format_router_input
+from arbitrage.servers.wire.dialect import Call, Dialect
+from arbitrage.servers.wire.fields import finite_numbers, reply_field
+from arbitrage.servers.wire.scores import probability
+
+POOLING_PATH = "/pooling"
+T = TypeVar("T")
+
+
+class VllmDialect(Dialect):
+    name = "vllm"
+    prm_styles = frozenset(PrmInput.STYLES)
+    scores_router = True
+
+    def prm_wants_tokenizer(self, model_cfg: ModelConfig) -> bool:
+        # The Skywork plugin pools per token: usable only with the step-end positions.
+        return super().prm_wants_tokenizer(model_cfg) or model_cfg.prm_style == "skywork"
+
+    def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
+        ends = None
+        if prm_input.tokenizer is not None:
+            model_input, ends = prm_input.token_ids(problem, steps)
+        else:
+            model_input = prm_input.last_token_text(problem, steps)
+
+        def read(rows: list[list[float]], url: str) -> list[float]:
+            rewards = [probability(row, f"the row of step {i}", url) for i, row in enumerate(_step_rows(rows, model_input, ends, len(steps), url))]
+            return rewards[-1:] if last_only else rewards
+
+        return self._pool(model_input, read)
+
+    def router_score(self, query: RouterQuery) -> Call[float]:
+        text = format_router_input(query.problem, query.previous_steps, query.draft.text, separator=self.separator)
+        return self._pool(text, lambda rows, url: probability(rows[-1], "'data.0.data'", url))
+
+    def _pool(self, model_input: str | list[int], read: Callable[[list[list[float]], str], T]) -> Call[T]:
+        body = {"model": self.model, "input": model_input, "use_activation": False}
+        return Call(POOLING_PATH, body, lambda reply, url: read(decode_pooling_reply(reply, 1, url)[0], url))
+
+
+def _step_rows(rows: list[list[float]], model_input: str | list[int], ends: list[int] | None, steps: int, url: str) -> list[list[float]]:
+    """The row of each step: STEP pooling sends exactly those; ALL pooling one per token."""
+    if len(rows) == steps and (ends is None or len(rows) != len(model_input)):
+        return rows
+    if ends is not None and len(rows) == len(model_input):
+        return [rows[end] for end in ends]
+    hint = "" if ends is not None else "; per-token rewards need models.prm.tokenizer to locate step ends"
+    tokens = f" and {len(model_input)} tokens" if ends is not None else ""
+    raise BackendError(f"{url}: reply field 'data.0.data' has {len(rows)} rows for {steps} steps{tokens}{hint}")
+
+
+def decode_pooling_reply(reply: Any, count: int, url: str) -> list[list[list[float]]]:
+    """Per input, its rows (per token or per step), each a list of label values."""
+    data = reply_field(reply, "data", url, list)
+    if len(data) != count:
+        raise BackendError(f"{url}: reply field 'data' has {len(data)} entries for {count} inputs")
+    out = []
+    for index, entry in enumerate(sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)):
+        rows = reply_field(entry, "data", url, list, at=f"data.{index}")
+        if rows and not isinstance(rows[0], list):
+            rows = [rows]  # a sequence-level result: one row
+        out.append([finite_numbers(row, f"data.{index}.data.{r}", url) for r, row in enumerate(rows)])
+    return out
