@@ -77,15 +77,130 @@ class PromptConfig(_Strict):
 
 
 class LaunchConfig(_Strict):
-    """How `arbitrage servers launch` starts this role's sglang server (see servers/sglang_launch.py)."""
+    """How `arbitrage servers launch` starts this role's servers (see servers/launch/ and
+    docs/SERVING.md). `tp`, `dp`, `context_length` and the memory fraction map to each
+    engine's own flags; `replicas` > 1 starts that many servers behind one sglang-router
+    (the balancer) at `balancer_port`; `nnodes` > 1 spans one server across machines."""
 
-    port: int = Field(..., ge=1, le=65535)
-    tp: int = Field(1, ge=1, description="tensor parallel size (--tp-size)")
-    dp: int = Field(1, ge=1, description="data parallel size (--dp-size)")
-    mem_fraction_static: float | None = Field(None, gt=0.0, lt=1.0)
-    context_length: int | None = Field(None, ge=1)
+    engine: Literal["sglang", "vllm"] = "sglang"
+    host: str = Field("127.0.0.1", min_length=1, description="interface to bind; anything but loopback is reachable from the network")
+    port: int = Field(..., ge=1, le=65535, description="the server's port; with replicas, the first replica's")
+    tp: int = Field(1, ge=1, description="tensor parallel size across all nodes")
+    dp: int = Field(1, ge=1, description="data parallel size inside one server")
+    mem_fraction_static: float | None = Field(None, gt=0.0, lt=1.0, description="sglang: --mem-fraction-static")
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0, description="vllm: --gpu-memory-utilization")
+    context_length: int | None = Field(None, ge=1, description="sglang --context-length, vllm --max-model-len")
+    replicas: int = Field(1, ge=1, description="servers of this role, each on its own port and GPUs")
+    ports: list[int] | None = Field(None, description="one port per replica (default: port, port+1, ...)")
+    balancer_port: int | None = Field(None, ge=1, le=65535, description="sglang-router port in front of the replicas")
+    balancer_policy: Literal["cache_aware", "round_robin", "random", "power_of_two"] = "cache_aware"
+    gpus: list[int] | None = Field(None, description="GPU ids for this role on this node, split across replicas in order")
+    nnodes: int = Field(1, ge=1, description="machines one server spans (tensor parallel across nodes)")
+    node_rank: int = Field(0, ge=0, description="this machine's rank; 0 serves HTTP")
+    dist_init_addr: str | None = Field(None, description="host:port of node 0 for the distributed rendezvous")
+    vllm_entrypoint: Literal["api_server", "serve"] | None = Field(
+        None,
+        description="vllm: `python -m vllm.entrypoints.openai.api_server` (default on node 0) or `vllm serve` "
+        "(default on node ranks above 0, which run --headless)",
+    )
     extra_args: list[str] = Field(default_factory=list, description="appended verbatim to the command")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            bad = [port for port in value if not 1 <= port <= 65535]
+            if bad:
+                raise ValueError(f"port {bad[0]} is outside 1..65535")
+            if len(set(value)) != len(value):
+                raise ValueError("ports must be distinct")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _valid_gpus(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("gpus must list at least one GPU id")
+            if any(gpu < 0 for gpu in value):
+                raise ValueError("GPU ids are 0 or more")
+            if len(set(value)) != len(value):
+                raise ValueError("GPU ids must be distinct")
+        return value
+
+    @field_validator("dist_init_addr")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"dist_init_addr must be host:port (node 0's address), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LaunchConfig":
+        if self.engine == "sglang" and self.gpu_memory_utilization is not None:
+            raise ValueError("gpu_memory_utilization is a vllm setting; for sglang use mem_fraction_static")
+        if self.engine == "vllm" and self.mem_fraction_static is not None:
+            raise ValueError("mem_fraction_static is an sglang setting; for vllm use gpu_memory_utilization")
+        if self.engine == "sglang" and self.vllm_entrypoint is not None:
+            raise ValueError("vllm_entrypoint applies to engine: vllm only")
+        if self.engine == "vllm" and self.node_rank > 0 and self.vllm_entrypoint == "api_server":
+            raise ValueError("vllm_entrypoint api_server cannot run node_rank > 0 (--headless): only `vllm serve` honours it")
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.nnodes > 1:
+            if self.dist_init_addr is None:
+                raise ValueError("dist_init_addr (node 0's host:port) is required when nnodes > 1")
+            if (self.tp * self.dp) % self.nnodes:
+                raise ValueError(f"tp * dp ({self.tp * self.dp}) must split evenly over nnodes {self.nnodes}")
+            if self.replicas > 1:
+                raise ValueError("replicas > 1 with nnodes > 1 is not supported; one multi-node server per role")
+            if self.engine == "vllm" and self.dp > 1:
+                raise ValueError(
+                    f"dp {self.dp} with nnodes {self.nnodes}: vllm places data parallel ranks across nodes with its own "
+                    "flags (--data-parallel-size-local, ...); keep dp: 1 and pass them in extra_args"
+                )
+        elif self.dist_init_addr is not None:
+            raise ValueError("dist_init_addr is only used when nnodes > 1")
+        if self.ports is not None:
+            if len(self.ports) != self.replicas:
+                raise ValueError(f"ports lists {len(self.ports)} port(s) for {self.replicas} replica(s)")
+            if self.ports[0] != self.port:
+                raise ValueError(f"ports must start with port {self.port}, got {self.ports[0]}")
+        elif self.port + self.replicas - 1 > 65535:
+            raise ValueError(f"replicas {self.replicas} from port {self.port} run past 65535; list ports")
+        if self.replicas > 1:
+            if self.balancer_port is None:
+                raise ValueError("balancer_port (the sglang-router in front of the replicas) is required when replicas > 1")
+            if self.balancer_port in self.replica_ports():
+                raise ValueError(f"balancer_port {self.balancer_port} is also a replica port")
+            if "CUDA_VISIBLE_DEVICES" in self.env:
+                raise ValueError("env CUDA_VISIBLE_DEVICES cannot split GPUs across replicas; list them in gpus")
+        elif self.balancer_port is not None:
+            raise ValueError("balancer_port is only used when replicas > 1")
+        if self.gpus is not None:
+            if "CUDA_VISIBLE_DEVICES" in self.env:
+                raise ValueError("gpus and env CUDA_VISIBLE_DEVICES both choose GPUs; keep one")
+            wanted = self.replicas * self.gpus_per_server()
+            if len(self.gpus) != wanted:
+                raise ValueError(
+                    f"gpus lists {len(self.gpus)} GPU(s); {self.replicas} replica(s) x tp {self.tp} x dp {self.dp}"
+                    + (f" / nnodes {self.nnodes}" if self.nnodes > 1 else "")
+                    + f" need {wanted}"
+                )
+        return self
+
+    def gpus_per_server(self) -> int:
+        """GPUs one server uses on this node."""
+        return self.tp * self.dp // self.nnodes
+
+    def replica_ports(self) -> list[int]:
+        if self.ports is not None:
+            return list(self.ports)
+        return [self.port + index for index in range(self.replicas)]
 
 
 class ModelConfig(_Strict):

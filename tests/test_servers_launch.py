@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from arbitrage.config import ConfigError, load_config, validate_config
 from arbitrage.servers.cli import _standalone_app
-from arbitrage.servers.sglang_launch import LaunchError, LaunchSpec, ServerManager, launch_specs
+from arbitrage.servers.launch import LaunchError, LaunchSpec, ServerManager, launch_specs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -95,7 +95,7 @@ def test_tp_dp_extra_args_and_flags():
                 "draft": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:2", "launch": {"port": 2}},
                 "target": {"backend": "openai", "path": "m", "base_url": "http://127.0.0.1:2", "launch": {"port": 2}},
             },
-            "used by another role",
+            "port 2 is used by draft and target",
         ),
     ],
 )
@@ -174,7 +174,7 @@ def stand_in(tmp_path):
     def make(role: str, mode: str = "ok", ready_after: float = 0.3) -> tuple[LaunchSpec, Path]:
         child_pid_file = tmp_path / f"{role}.child"
         port = _free_port()
-        spec = LaunchSpec(role, [sys.executable, str(script), str(port), str(ready_after), mode, str(child_pid_file)], {"STAND_IN": "1"}, port)
+        spec = LaunchSpec(role, role, [sys.executable, str(script), str(port), str(ready_after), mode, str(child_pid_file)], {"STAND_IN": "1"}, "127.0.0.1", port)
         return spec, child_pid_file
 
     def manager() -> ServerManager:
@@ -217,7 +217,7 @@ def test_refuses_a_second_start_and_a_busy_port(stand_in):
     servers.launch([spec], deadline_s=20)
     with pytest.raises(LaunchError, match="already running"):
         servers.start(spec)
-    other = LaunchSpec("router", spec.argv, {}, spec.port)
+    other = LaunchSpec("router", "router", spec.argv, {}, "127.0.0.1", spec.port)
     with pytest.raises(LaunchError, match=f"port {spec.port} .* already in use"):
         servers.start(other)
 
@@ -227,7 +227,7 @@ def test_a_crashing_server_fails_fast_with_its_log(stand_in):
     make, manager = stand_in
     spec, _ = make("draft", mode="crash")
     started = time.monotonic()
-    with pytest.raises(LaunchError, match="exited before it was healthy(.|\n)*model failed to load"):
+    with pytest.raises(LaunchError, match="exited before it was ready(.|\n)*model failed to load"):
         manager().launch([spec], deadline_s=30)
     assert time.monotonic() - started < 10
 
@@ -237,7 +237,7 @@ def test_deadline_stops_every_server_started_by_the_call(stand_in):
     make, manager = stand_in
     servers = manager()
     (good, _), (stuck, stuck_child) = make("draft"), make("target", mode="never")
-    with pytest.raises(LaunchError, match="target: not healthy within 1.5s"):
+    with pytest.raises(LaunchError, match="target: not ready within 1.5s"):
         servers.launch([good, stuck], deadline_s=1.5)
     assert servers.status() == []
     assert not _alive(int(stuck_child.read_text()))

@@ -1,8 +1,10 @@
-"""Command-line entry points for serving models and managing sglang servers.
+"""Command-line entry points for serving models and managing sglang / vLLM servers
+(docs/SERVING.md).
 
     arbitrage serve --config examples/lab.yaml --role target --port 8102
     arbitrage servers launch --config examples/sglang_llama.yaml --dry-run
     arbitrage servers launch --config examples/sglang_llama.yaml --roles draft,target
+    arbitrage servers launch --config examples/sglang_2node.yaml --node-rank 1 --dry-run
     arbitrage servers status
     arbitrage servers stop
 
@@ -63,7 +65,7 @@ def serve_command(
         pass
 
 
-servers_app = typer.Typer(help="Start, inspect and stop the sglang servers named in a config.", no_args_is_help=True)
+servers_app = typer.Typer(help="Start, inspect and stop the sglang / vLLM servers named in a config.", no_args_is_help=True)
 
 
 def _split_roles(roles: Optional[List[str]]) -> list[str]:
@@ -75,58 +77,65 @@ def launch_command(
     config: Path = typer.Option(..., "--config", "-c", help="config whose models have launch: sections"),
     roles: Optional[List[str]] = typer.Option(None, "--roles", help="roles to launch (repeat or comma-separate); default all with launch:"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the exact commands and start nothing"),
+    node_rank: Optional[int] = typer.Option(
+        None, "--node-rank", min=0, help="this machine's rank for multi-node roles (overrides launch.node_rank); above 0 launches only those roles"
+    ),
     run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="where logs, pid files and records go"),
-    deadline_s: float = typer.Option(900.0, "--deadline", help="seconds to wait for every /health"),
-    python: str = typer.Option(sys.executable, "--python", help="interpreter that has sglang installed"),
+    deadline_s: float = typer.Option(900.0, "--deadline", help="seconds to wait until every server is ready"),
+    python: str = typer.Option(sys.executable, "--python", help="interpreter that has sglang / vllm / sglang-router installed"),
 ) -> None:
-    """Start each role's `python -m sglang.launch_server` and wait until all are healthy."""
-    from arbitrage.servers.sglang_launch import LaunchError, ServerManager, launch_specs
+    """Start each role's sglang or vLLM server(s), and an sglang-router in front of replicas; wait until all are ready."""
+    from arbitrage.servers.launch import LaunchError, ServerManager, launch_specs, network_warnings
 
     try:
-        specs = launch_specs(load_config(config), _split_roles(roles), python=python)
+        specs = launch_specs(load_config(config), _split_roles(roles), python=python, node_rank=node_rank)
     except ConfigError as error:
         fail(str(error))
+    for warning in network_warnings(specs):
+        print(warning, file=sys.stderr)
     if dry_run:
         for spec in specs:
             print(spec.shell())
         return
     manager = ServerManager(run_dir)
     for spec in specs:
-        console.print(f"[bold]{spec.role}[/bold]: {escape(spec.shell())}", highlight=False)
+        console.print(f"[bold]{escape(spec.name)}[/bold]: {escape(spec.shell())}", highlight=False)
     try:
-        with console.status(f"waiting for {len(specs)} server(s) to become healthy (deadline {deadline_s:g}s)"):
+        with console.status(f"waiting for {len(specs)} server(s) to become ready (deadline {deadline_s:g}s)"):
             records = manager.launch(specs, deadline_s=deadline_s)
     except LaunchError as error:
         fail(str(error))
     for record in records:
-        console.print(f"{record.role}: healthy on port {record.port} (pid {record.pid}, log {record.log})", markup=False, highlight=False)
+        state = "ready" if record.ready_url else "running (no HTTP on this node rank)"
+        console.print(f"{record.name}: {state} on port {record.port} (pid {record.pid}, log {record.log})", markup=False, highlight=False)
 
 
 @servers_app.command("status")
 def status_command(
     run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="the run dir given to launch"),
 ) -> None:
-    """Show the launched servers: running, healthy, pid, port, log."""
-    from arbitrage.servers.sglang_launch import ServerManager
+    """Show the launched servers: running, ready, pid, port, log."""
+    from arbitrage.servers.launch import ServerManager
 
     statuses = ServerManager(run_dir).status()
     if not statuses:
         console.print(f"no servers recorded under {run_dir}", markup=False)
         return
-    table = Table("role", "pid", "port", "running", "healthy", "log")
+    table = Table("server", "pid", "port", "running", "ready", "log")
     for status in statuses:
-        table.add_row(status.role, str(status.pid), str(status.port), _yes(status.running), _yes(status.healthy), status.log)
+        ready = "-" if status.healthy is None else _yes(status.healthy)
+        table.add_row(escape(status.name), str(status.pid), str(status.port), _yes(status.running), ready, escape(status.log))
     console.print(table)
 
 
 @servers_app.command("stop")
 def stop_command(
-    roles: Optional[List[str]] = typer.Option(None, "--roles", help="roles to stop; default all"),
+    roles: Optional[List[str]] = typer.Option(None, "--roles", help="roles (or servers such as draft.1) to stop; default all"),
     run_dir: Path = typer.Option(DEFAULT_RUN_DIR, "--run-dir", help="the run dir given to launch"),
     grace_s: float = typer.Option(30.0, "--grace", help="seconds between SIGTERM and SIGKILL"),
 ) -> None:
-    """Stop launched servers (SIGTERM to each server's process group, SIGKILL after --grace)."""
-    from arbitrage.servers.sglang_launch import LaunchError, ServerManager
+    """Stop launched servers (SIGTERM to each server's process group, SIGKILL after --grace); routers first."""
+    from arbitrage.servers.launch import LaunchError, ServerManager
 
     try:
         stopped = ServerManager(run_dir).stop(_split_roles(roles) or None, grace_s=grace_s)
