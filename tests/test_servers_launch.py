@@ -1,8 +1,11 @@
-"""sglang launch management: exact commands from the example configs, and the process
-manager (start, health wait, status, stop) driven with a tiny stand-in server process."""
+"""Server launch management: exact commands from the example configs, and the process
+manager (start, readiness wait, status, stop) driven with a tiny stand-in for sglang / vLLM
+that speaks their `/health` and `/v1/completions`, and the real sglang-router in front of
+stand-in replicas."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -10,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -123,7 +127,7 @@ def test_config_rejects_bad_launch_values():
 
 STAND_IN = textwrap.dedent(
     """
-    import http.server, os, signal, subprocess, sys, time
+    import http.server, json, os, signal, subprocess, sys, time
     port, ready_after, mode = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
     if mode == "crash":
         print("stand-in: model failed to load", flush=True)
@@ -132,6 +136,9 @@ STAND_IN = textwrap.dedent(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     open(sys.argv[4], "w").write(str(child.pid))
+    if mode == "quiet":  # a node rank above 0: schedulers only, no HTTP
+        print("stand-in: rank without HTTP", flush=True)
+        time.sleep(600)
     start = time.monotonic()
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -139,6 +146,16 @@ STAND_IN = textwrap.dedent(
             self.send_response(200 if ok else 503)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        def do_POST(self):
+            # /v1/completions as sglang and vLLM answer it, naming this replica in the text.
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"id": "cmpl-1", "object": "text_completion", "model": "m",
+                               "choices": [{"index": 0, "text": f"replica {port}", "finish_reason": "stop"}]}).encode()
+            self.send_response(200 if self.path == "/v1/completions" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         def log_message(self, *args):
             pass
     print("stand-in listening", port, flush=True)
@@ -171,14 +188,16 @@ def stand_in(tmp_path):
     script.write_text(STAND_IN)
     managers: list[ServerManager] = []
 
-    def make(role: str, mode: str = "ok", ready_after: float = 0.3) -> tuple[LaunchSpec, Path]:
-        child_pid_file = tmp_path / f"{role}.child"
-        port = _free_port()
-        spec = LaunchSpec(role, role, [sys.executable, str(script), str(port), str(ready_after), mode, str(child_pid_file)], {"STAND_IN": "1"}, "127.0.0.1", port)
-        return spec, child_pid_file
+    def make(role: str, mode: str = "ok", ready_after: float = 0.3, *, name: str | None = None, port: int | None = None) -> tuple[LaunchSpec, Path]:
+        name = name or role
+        child_pid_file = tmp_path / f"{name}.child"
+        port = port or _free_port()
+        argv = [sys.executable, str(script), str(port), str(ready_after), mode, str(child_pid_file)]
+        ready_path = None if mode == "quiet" else "/health"
+        return LaunchSpec(name, role, argv, {"STAND_IN": "1"}, "127.0.0.1", port, ready_path), child_pid_file
 
     def manager() -> ServerManager:
-        created = ServerManager(tmp_path / "run", poll_s=0.05)
+        created = ServerManager(tmp_path / "run", poll_s=0.05, settle_s=1.0)
         managers.append(created)
         return created
 
@@ -266,6 +285,76 @@ def test_cli_status_and_stop(stand_in, tmp_path):
     assert status.exit_code == 0 and "router" in status.output and "yes" in status.output
     stop = runner.invoke(_standalone_app(), ["servers", "stop", "--run-dir", str(servers.run_dir)])
     assert stop.exit_code == 0 and "stopped: router" in stop.output
+
+
+@pytest.mark.server
+def test_replicas_behind_the_real_sglang_router_start_route_and_stop(stand_in):
+    pytest.importorskip("sglang_router", reason="sglang-router is a test dependency: pip install -e '.[test]'")
+    make, manager = stand_in
+    ports, balancer_port = [_free_port(), _free_port()], _free_port()
+    base_url = f"http://127.0.0.1:{balancer_port}"
+    launch = {"port": ports[0], "ports": ports, "replicas": 2, "balancer_port": balancer_port, "balancer_policy": "round_robin"}
+    config = validate_config({"models": {"draft": {"backend": "openai", "path": "m", "base_url": base_url, "launch": launch}}})
+    *engine_specs, balancer = launch_specs(config, python=sys.executable)
+    # sglang itself needs a GPU: stand-ins take the replicas' names and ports. The router is
+    # the real sglang-router, started from the command the config produced.
+    assert balancer.name == "draft.balancer" and balancer.argv[1:3] == ["-m", "sglang_router.launch_router"]
+    replicas = [make("draft", name=spec.name, port=spec.port)[0] for spec in engine_specs]
+    servers = manager()
+    records = servers.launch([*replicas, balancer], deadline_s=60)
+    assert [record.name for record in records] == ["draft.0", "draft.1", "draft.balancer"]
+    assert [(status.name, status.running, status.healthy) for status in servers.status()] == [
+        ("draft.0", True, True), ("draft.1", True, True), ("draft.balancer", True, True),
+    ]  # fmt: skip
+
+    texts = {
+        httpx.post(f"{base_url}/v1/completions", json={"model": "m", "prompt": f"problem {i}", "max_tokens": 4}, timeout=30)
+        .json()["choices"][0]["text"]
+        for i in range(4)
+    }
+    assert texts == {f"replica {port}" for port in ports}  # round robin reached both replicas
+    # Why PRM and router roles are not replicated: the router does not forward /classify.
+    assert httpx.post(f"{base_url}/classify", json={"model": "m", "text": "x"}, timeout=30).status_code == 404
+
+    assert servers.stop(grace_s=10) == ["draft.balancer", "draft.0", "draft.1"]
+    assert not any(_alive(record.pid) for record in records)
+    assert servers.status() == []
+
+
+@pytest.mark.server
+def test_routers_start_only_after_their_replicas_are_ready(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    replicas = [make("target", name=f"target.{i}", ready_after=0.8)[0] for i in range(2)]
+    router, _ = make("target", name="target.balancer")  # speaks the same readiness contract
+    records = {record.name: record for record in servers.launch([router, *replicas], deadline_s=20)}
+    first_replica = min(records[f"target.{i}"].started_at for i in range(2))
+    assert records["target.balancer"].started_at >= first_replica + 0.8
+    assert servers.stop(["target"], grace_s=5) == ["target.balancer", "target.0", "target.1"]
+
+
+@pytest.mark.server
+def test_a_rank_without_http_only_has_to_stay_alive(stand_in):
+    make, manager = stand_in
+    servers = manager()
+    spec, child = make("target", mode="quiet")
+    started = time.monotonic()
+    (record,) = servers.launch([spec], deadline_s=20)
+    assert record.ready_url is None and time.monotonic() - started >= 1.0  # watched for settle_s
+    (status,) = servers.status()
+    assert status.running and status.healthy is None
+    table = CliRunner().invoke(_standalone_app(), ["servers", "status", "--run-dir", str(servers.run_dir)])
+    assert table.exit_code == 0 and "target" in table.output and " - " in table.output
+    servers.stop(grace_s=5)
+    assert not _alive(record.pid) and not _alive(int(child.read_text()))
+
+
+@pytest.mark.server
+def test_a_rank_without_http_that_dies_fails_the_launch(stand_in):
+    make, manager = stand_in
+    spec, _ = make("target", mode="crash")
+    with pytest.raises(LaunchError, match="target: the server exited before it was ready(.|\n)*model failed to load"):
+        manager().launch([dataclasses.replace(spec, ready_path=None)], deadline_s=20)
 
 
 def test_cli_bad_input_exits_2_and_paths_print_verbatim(tmp_path):

@@ -6,7 +6,8 @@ file, a pid file and a JSON record under the run dir, named after the spec
 (`GET /health` 200; sglang answers 503 while starting, vLLM does not listen until its
 engine runs), then starts the sglang-routers in front of replicas and waits for their
 `/readiness`, so a router never starts against workers that are still loading. A process
-without a probe (a node rank above 0, which serves no HTTP) only has to stay alive.
+without a probe (a node rank above 0, which serves no HTTP) has to stay alive for
+`settle_s`; it keeps waiting for node 0 after that, which `status` shows as running.
 
 Each server leads its own session, so stopping it also ends the scheduler and worker
 processes the engines fork. A pid file is only acted on while the process it names is the
@@ -75,6 +76,7 @@ class ServerManager:
 
     run_dir: Path
     poll_s: float = 1.0
+    settle_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -141,16 +143,15 @@ class ServerManager:
 
     def wait_ready(self, records: list[ServerRecord], *, deadline: float, deadline_s: float) -> None:
         waiting = [record for record in records if record.ready_url is not None]
-        # A process without a probe must at least stay alive for one poll interval.
-        unprobed = len(waiting) < len(records)
-        watched = False
+        # A process without a probe has to stay alive for settle_s (or until the deadline).
+        settle_until = min(time.monotonic() + self.settle_s, deadline) if len(waiting) < len(records) else 0.0
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             while True:
                 for record in records:
                     if not _is_running(record):
                         raise LaunchError(f"{record.name}: the server exited before it was ready; log tail:\n{_tail(record.log)}")
                 waiting = [record for record in waiting if not _answers_200(client, record.ready_url)]
-                if not waiting and (watched or not unprobed):
+                if not waiting and time.monotonic() >= settle_until:
                     return
                 if waiting and time.monotonic() >= deadline:
                     names = ", ".join(record.name for record in waiting)
@@ -158,7 +159,6 @@ class ServerManager:
                         f"{names}: not ready within {deadline_s:g}s; log tail of {waiting[0].name}:\n{_tail(waiting[0].log)}"
                     )
                 time.sleep(self.poll_s)
-                watched = True
 
     def records(self) -> list[ServerRecord]:
         if not self.run_dir.is_dir():
