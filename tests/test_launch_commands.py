@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.config import ConfigError, validate_config
+from arbitrage.config import ConfigError, load_config, validate_config
 from arbitrage.servers.launch import launch_specs, network_warnings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -332,6 +332,18 @@ def test_ports_are_unique_across_replicas_balancers_and_roles():
     target = _model(base_url="http://127.0.0.1:30102", port=30102)
     with pytest.raises(ConfigError, match=r"port 30102 is used by draft.1 and target"):
         launch_specs(_config(draft=draft, target=target))
+
+
+@pytest.mark.parametrize("name", ["sglang_llama", "sglang_qwen_math", "sglang_8gpu", "sglang_2node", "vllm_llama"])
+def test_every_example_builds_commands_from_checked_flags(name):
+    config = load_config(EXAMPLES / f"{name}.yaml")
+    extra = tuple(word for role in ("draft", "target", "prm", "router") for word in config.models.get(role).launch.extra_args)
+    argvs = _argvs(config)
+    if any(config.models.get(role).launch.nnodes > 1 for role in ("draft", "target", "prm", "router")):
+        argvs += _argvs(config, node_rank=1)
+    _flags_verified(argvs, extra)
+    if name.startswith("vllm"):
+        assert [argv[-2:] == ["--runner", "pooling"] for argv in argvs] == [False, False, True, True]
 
 
 # ---- the dry run, as a user types it ----
