@@ -125,7 +125,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(lab_app, name="lab", help="Train and evaluate the lab models.")
     app.add_typer(router_app, name="router", help="Router data, training, evaluation and ablations.")
-    app.add_typer(servers_app, name="servers", help="Launch, inspect and stop sglang servers from a config.")
+    app.add_typer(servers_app, name="servers", help="Launch, inspect and stop sglang / vLLM servers from a config.")
     app.command("serve")(serve_command)
     app.command("sweep")(sweep_command)
     app.command("report")(report_command)
