@@ -26,7 +26,7 @@ tokenizer processes"), so they have nothing to health-poll.
 from __future__ import annotations
 
 from arbitrage.config import LaunchConfig, ModelConfig
-from arbitrage.servers.launch.spec import SCORING_ROLES
+from arbitrage.servers.launch.spec import SCORING_ROLES, engine_dtype
 
 
 def sglang_command(role: str, model_cfg: ModelConfig, launch: LaunchConfig, *, host: str, port: int, python: str) -> list[str]:
@@ -44,9 +44,8 @@ def sglang_command(role: str, model_cfg: ModelConfig, launch: LaunchConfig, *, h
         argv += ["--mem-fraction-static", f"{launch.mem_fraction_static:g}"]
     if launch.context_length is not None:
         argv += ["--context-length", str(launch.context_length)]
-    # float32 is the config default for CPU; on a GPU server sglang's own choice is better.
-    if model_cfg.dtype in ("bfloat16", "float16"):
-        argv += ["--dtype", model_cfg.dtype]
+    if dtype := engine_dtype(model_cfg.dtype):
+        argv += ["--dtype", dtype]
     if model_cfg.trust_remote_code:
         argv.append("--trust-remote-code")
     if role in SCORING_ROLES:

@@ -1,4 +1,5 @@
-"""One process to start: its command, environment, address and readiness probe."""
+"""One process to start (its command, environment, address and readiness probe), and the
+rules every engine command shares."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from dataclasses import dataclass
 SCORING_ROLES = ("prm", "router")
 ROLES = ("draft", "target", "prm", "router")
 BALANCER = "balancer"
+
+
+def engine_dtype(dtype: str) -> str | None:
+    """The --dtype to pass: half precisions as configured; float32, the config's CPU default,
+    and auto are left to the engine, whose choice on a GPU is better."""
+    return dtype if dtype in ("bfloat16", "float16") else None
 
 
 class LaunchError(RuntimeError):

@@ -42,7 +42,7 @@ None), so the host is always passed. It answers `GET /health` with 200 once the 
 from __future__ import annotations
 
 from arbitrage.config import LaunchConfig, ModelConfig
-from arbitrage.servers.launch.spec import SCORING_ROLES
+from arbitrage.servers.launch.spec import SCORING_ROLES, engine_dtype
 
 
 def vllm_command(role: str, model_cfg: ModelConfig, launch: LaunchConfig, *, host: str, port: int, python: str) -> list[str]:
@@ -71,9 +71,8 @@ def vllm_command(role: str, model_cfg: ModelConfig, launch: LaunchConfig, *, hos
         argv += ["--gpu-memory-utilization", f"{launch.gpu_memory_utilization:g}"]
     if launch.context_length is not None:
         argv += ["--max-model-len", str(launch.context_length)]
-    # float32 is the config default for CPU; on a GPU server vLLM's own choice is better.
-    if model_cfg.dtype in ("bfloat16", "float16"):
-        argv += ["--dtype", model_cfg.dtype]
+    if dtype := engine_dtype(model_cfg.dtype):
+        argv += ["--dtype", dtype]
     if model_cfg.trust_remote_code:
         argv.append("--trust-remote-code")
     if role in SCORING_ROLES:
