@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from arbitrage.config import ConfigError, LaunchConfig, ModelConfig
+from arbitrage.config import Config, ConfigError, LaunchConfig, ModelConfig
 from arbitrage.servers.launch.balancer import READY_PATH as BALANCER_READY_PATH
 from arbitrage.servers.launch.balancer import balancer_command
 from arbitrage.servers.launch.sglang import sglang_command
@@ -21,7 +21,7 @@ ENGINE_COMMANDS = {"sglang": sglang_command, "vllm": vllm_command}
 
 
 def launch_specs(
-    config, roles: list[str] | None = None, *, python: str = sys.executable, node_rank: int | None = None
+    config: Config, roles: list[str] | None = None, *, python: str = sys.executable, node_rank: int | None = None
 ) -> list[LaunchSpec]:
     """Specs for `roles`, or for every role with a launch: section. `node_rank` overrides
     launch.node_rank of the multi-node roles; above 0 and without `roles` it picks only
@@ -79,7 +79,7 @@ def network_warnings(specs: list[LaunchSpec]) -> list[str]:
     ]
 
 
-def _wanted_roles(config, roles: list[str] | None, node_rank: int | None) -> list[str]:
+def _wanted_roles(config: Config, roles: list[str] | None, node_rank: int | None) -> list[str]:
     if roles:
         unknown = [role for role in roles if role not in ROLES]
         if unknown:
