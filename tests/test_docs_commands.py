@@ -265,7 +265,8 @@ def test_cheap_documented_command_runs(command: Command, args: list[str], workdi
         else:
             assert (workdir / params["output"]).stat().st_size > 0
     elif names == ["servers", "launch"]:
-        launched = [line for line in done.stdout.splitlines() if "-m sglang.launch_server" in line]
+        engines = ("-m sglang.launch_server", "-m vllm.entrypoints.")
+        launched = [line for line in done.stdout.splitlines() if any(engine in line for engine in engines)]
         assert launched and all("--host 127.0.0.1" in line for line in launched)
     else:
         assert "no servers recorded" in done.stdout
