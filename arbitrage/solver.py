@@ -16,8 +16,8 @@ from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import initial_state
 from arbitrage.servers.factory import ModelSet
 
-# (predicted answer or None, gold answer, dataset name or None) -> correct?
-Grader = Callable[[str | None, str, str | None], bool]
+# (predicted answer or None, gold answer or a list of acceptable ones, dataset name or None) -> correct?
+Grader = Callable[[str | None, str | list[str], str | None], bool]
 
 
 class Solver:
@@ -38,7 +38,9 @@ class Solver:
     def run_config(self) -> dict:
         return {"recursion_limit": recursion_limit(self.config.limits)}
 
-    def solve(self, problem_id: str, problem: str, gold_answer: str | None = None, dataset: str | None = None) -> dict:
+    def solve(
+        self, problem_id: str, problem: str, gold_answer: str | list[str] | None = None, dataset: str | None = None
+    ) -> dict:
         """Run the graph on one problem; errors are captured in the record, not raised.
 
         `dataset` selects dataset-specific grading (e.g. exact numbers for gsm8k)."""

@@ -139,7 +139,7 @@ def test_bad_lines_are_reported_with_the_field_and_skipped(tmp_path):
             good[1],                                              # 7
             [1, 2],                                               # 8
             {"question": "Q?", "answer": "no final", "idx": 103},  # 9
-            {"question": "Q?", "answer": ["#### 3"], "idx": 104},  # 10
+            {"question": "Q?", "answer": {"v": 3}, "idx": 104},   # 10
             good[0],                                              # 11 same idx as line 1
             good[2],                                              # 12
         ],
@@ -154,7 +154,7 @@ def test_bad_lines_are_reported_with_the_field_and_skipped(tmp_path):
         "line 5: field 'question' must be a string, got int",
         "line 8: expected a JSON object, got list",
         "line 9: field 'answer' has no '#### <answer>' final answer",
-        "line 10: field 'answer' must be a string or number, got list",
+        "line 10: field 'answer' must be a string, a number or a list of them, got dict",
         "line 11: duplicate id 'gsm8k-0' (first on line 1)",
     ]
     assert loaded.errors[1] == LineError(3, "missing field 'question'")
@@ -166,7 +166,37 @@ def test_mapped_field_names_appear_in_errors(tmp_path):
     assert len(loaded) == 1
     assert [str(e) for e in loaded.errors] == [
         "line 2: missing field 'q'",
-        "line 3: field 'a' must be a string or number, got dict",
+        "line 3: field 'a' must be a string, a number or a list of them, got dict",
+    ]
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_record(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    lines = [{"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": "4"}]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(line) + "\n" for line in lines).encode())
+    loaded = load_problems(path)
+    assert loaded.errors == []
+    assert [(p.problem, p.answer) for p in loaded] == [("1+1?", "2"), ("2+2?", "4")]
+
+
+def test_a_list_of_answers_loads_as_every_acceptable_gold(tmp_path):
+    # Shaped like OlympiadBench: final_answer is a list of LaTeX strings with trailing punctuation.
+    path = write_lines(tmp_path / "olympiad.jsonl", [
+        {"id": 1, "question": "For which x is f(x) defined?", "final_answer": ["$(-\\infty, 0) \\cup\\{1\\}$."]},
+        {"id": 2, "question": "Name both roots.", "final_answer": ["$2$", "$-3$"]},
+        {"id": 3, "question": "Empty?", "final_answer": []},
+        {"id": 4, "question": "Nested?", "final_answer": [["1"]]},
+        {"id": 5, "question": "Blank?", "final_answer": ["1", "  "]},
+    ])
+    loaded = load_problems(path, fields="problem=question,answer=final_answer")
+    assert [(p.id, p.answer) for p in loaded] == [
+        ("generic-1", ["$(-\\infty, 0) \\cup\\{1\\}$."]),
+        ("generic-2", ["$2$", "$-3$"]),
+    ]
+    assert [str(e) for e in loaded.errors] == [
+        "line 3: field 'final_answer' is an empty list",
+        "line 4: field 'final_answer' item 0 must be a string or number, got list",
+        "line 5: field 'final_answer' item 1 is empty",
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.eval.grading import extract_answer, grade
+from arbitrage.eval.grading import extract_answer, grade, normalize_gold
 
 DATA_DIR = Path(os.environ.get("ARBITRAGE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 GSM8K = DATA_DIR / "gsm8k_test.jsonl"
@@ -174,7 +174,7 @@ def test_gsm8k_other_numbers_grade_wrong(predicted):
 @pytest.mark.parametrize(
     "predicted, gold",
     [
-        (None, "1"), ("1", None), ({"a": 1}, "1"), ("1", ["1"]), ("", "1"), ("1", ""), (True, "1"),
+        (None, "1"), ("1", None), ({"a": 1}, "1"), ("1", [{"a": 1}]), ("1", []), ("", "1"), ("1", ""), (True, "1"),
         ("\\boxed{5", "5"),              # truncated: might have been 50
         ("Step 1: 2 + 3 = 5\n\nStep 2: so 5", "5"),  # a trace with no final answer
         ("\\boxed{\\frac{1}{", "\\frac{1}{2}"),
@@ -222,3 +222,50 @@ def test_grading_from_worker_threads_matches_the_main_thread(math500_golds):
     assert sum(in_main[: len(sample)]) == len(sample)  # every gold matched itself
     assert threading.main_thread().name not in threads_used
     assert time.perf_counter() - start < 30
+
+
+# --- gold answers as datasets write them ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "predicted, gold",
+    [
+        (boxed("(-\\infty,0)\\cup\\{1\\}"), "$(-\\infty, 0) \\cup\\{1\\}$."),  # OlympiadBench's shape
+        (boxed("\\frac{1}{2}"), "$\\frac12$,"),
+        (boxed("x=3"), "$x = 3.$"),
+        (boxed("120"), "$5!$"),  # a trailing "!" is a factorial, not punctuation
+    ],
+)
+def test_gold_with_dollars_and_trailing_punctuation_matches_the_correct_answer(predicted, gold):
+    assert grade(predicted, gold)
+
+
+def test_normalize_gold_strips_delimiters_and_punctuation_only():
+    assert normalize_gold("$(-\\infty, 0) \\cup\\{1\\}$.") == "(-\\infty, 0) \\cup\\{1\\}"
+    assert normalize_gold(" $5!$ ") == "5!"
+    assert normalize_gold("3.5") == "3.5"
+
+
+def test_a_list_of_golds_is_correct_when_the_prediction_matches_any():
+    golds = ["$2$", "$-3$."]
+    assert grade(boxed("-3"), golds) and grade(boxed("2"), golds)
+    assert not grade(boxed("3"), golds)
+
+
+def test_a_written_olympiad_style_file_grades_end_to_end(tmp_path):
+    """Records shaped like OlympiadBench's (written here): a BOM, list golds with `$...$.`."""
+    from arbitrage.eval.datasets import load_problems
+
+    lines = [
+        {"id": "a", "question": "Solve for the set.", "final_answer": ["$(-\\infty, 0) \\cup\\{1\\}$."]},
+        {"id": "b", "question": "Give a root.", "final_answer": ["$2$", "$-3$"]},
+        {"id": "c", "question": "Give the ratio.", "final_answer": ["$\\frac{3}{4}$."]},
+    ]
+    path = tmp_path / "olympiad.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(line) + "\n" for line in lines).encode())
+    loaded = load_problems(path, fields="problem=question,answer=final_answer,id=id")
+    assert loaded.errors == [] and [p.id for p in loaded] == ["a", "b", "c"]
+    right = {"a": "so the set is \\boxed{(-\\infty,0)\\cup\\{1\\}}", "b": "\\boxed{-3}", "c": "\\boxed{0.75}"}
+    wrong = {"a": "\\boxed{(-\\infty,0)}", "b": "\\boxed{3}", "c": "\\boxed{\\frac{4}{3}}"}
+    assert [grade(right[p.id], p.answer, p.dataset) for p in loaded] == [True, True, True]
+    assert [grade(wrong[p.id], p.answer, p.dataset) for p in loaded] == [False, False, False]

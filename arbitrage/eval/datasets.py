@@ -5,7 +5,9 @@
 
 A bad line (invalid JSON, a missing, empty or non-string problem field, an
 unparseable gold answer, a repeated id) is reported in `.errors` and skipped, so
-one broken record never costs a whole run.
+one broken record never costs a whole run. A gold answer may be a list of acceptable
+answers (OlympiadBench's `final_answer`); grading accepts a match with any of them.
+A byte-order mark at the start of a line is ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from arbitrage.errors import InputError
+
 DATASETS = ("gsm8k", "math500", "generic", "lab")
 DATASET_ALIASES = {"jsonl": "generic", "math": "math500"}
 FIELD_KEYS = ("problem", "answer", "id")
@@ -29,7 +33,7 @@ HUB_DATASETS: dict[str, tuple[str, str | None, str]] = {
     "math500": ("HuggingFaceH4/MATH-500", None, "test"),
 }
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A source that cannot be loaded at all; the message names the path, dataset or field."""
 
 
@@ -41,7 +45,7 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 class Problem:
     id: str
     problem: str
-    answer: str | None
+    answer: str | list[str] | None  # a list holds every acceptable answer (e.g. OlympiadBench)
     dataset: str
     metadata: dict = field(default_factory=dict)
 
@@ -171,6 +175,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as exc:
                 yield line_no, _BadRecord(f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
                 continue
+            text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write (also mid-file, after cat)
             if not text.strip():
                 continue
             try:
@@ -275,12 +280,16 @@ def _to_problem(record: dict, line_no: int, dataset: str, mapping: Mapping[str, 
     return Problem(_problem_id(record, id_fields, dataset, line_no), text, answer, dataset, metadata)
 
 
-def _gold_answer(record: dict, answer_field: str, dataset: str, metadata: dict) -> str | None:
+def _gold_answer(record: dict, answer_field: str, dataset: str, metadata: dict) -> str | list[str] | None:
     if answer_field not in record or record[answer_field] is None:
         return None  # unlabelled problems are fine; they are just not graded
     value = record[answer_field]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _BadRecord(f"field '{answer_field}' must be a string or number, got {type(value).__name__}")
+    if isinstance(value, list):
+        return _gold_list(value, answer_field)
+    if not _scalar_answer(value):
+        raise _BadRecord(
+            f"field '{answer_field}' must be a string, a number or a list of them, got {type(value).__name__}"
+        )
     if dataset == "gsm8k" and isinstance(value, str):
         metadata["solution"] = value.rpartition("####")[0].strip()
         return _gsm8k_gold(value, answer_field)
@@ -288,6 +297,25 @@ def _gold_answer(record: dict, answer_field: str, dataset: str, metadata: dict) 
     if not answer:
         raise _BadRecord(f"field '{answer_field}' is empty")
     return answer
+
+
+def _scalar_answer(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _gold_list(values: list, answer_field: str) -> list[str]:
+    """Every acceptable answer; a prediction matching any one of them is correct."""
+    if not values:
+        raise _BadRecord(f"field '{answer_field}' is an empty list")
+    answers = []
+    for index, value in enumerate(values):
+        if not _scalar_answer(value):
+            raise _BadRecord(f"field '{answer_field}' item {index} must be a string or number, got {type(value).__name__}")
+        answer = str(value).strip()
+        if not answer:
+            raise _BadRecord(f"field '{answer_field}' item {index} is empty")
+        answers.append(answer)
+    return answers
 
 
 def _problem_id(record: dict, id_fields: tuple[str, ...], dataset: str, line_no: int) -> str:

@@ -71,6 +71,17 @@ def _clean_tail(answer: str) -> str:
     return _strip_math_delimiters(answer.rstrip(".").strip())
 
 
+_TRAILING_PUNCTUATION = ".,;:"
+
+
+def normalize_gold(gold: str) -> str:
+    """A gold answer as datasets write it, bare: OlympiadBench's "$(-\\infty, 0)$." is
+    "(-\\infty, 0)". Punctuation after (or just inside) the math delimiters and the
+    delimiters themselves go; a trailing "!" stays (a factorial)."""
+    bare = gold.strip().rstrip(_TRAILING_PUNCTUATION).strip()
+    return _strip_math_delimiters(bare).rstrip(_TRAILING_PUNCTUATION).strip()
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer in `text`: the last complete \\boxed{...} / \\fbox{...}, else
     the last '#### N', else the last 'The answer is ...' / 'answer: ...'; None if none."""
@@ -99,13 +110,22 @@ def _last_match(pattern: re.Pattern, text: str) -> str | None:
 # --- grading -------------------------------------------------------------------------
 
 
-def grade(predicted: str | int | float | None, gold: str | int | float | None, dataset: str | None = None) -> bool:
-    """Whether `predicted` (a model's full text, or just an answer) matches `gold`.
+Gold = str | int | float | list[str | int | float] | None
+
+
+def grade(predicted: str | int | float | None, gold: Gold, dataset: str | None = None) -> bool:
+    """Whether `predicted` (a model's full text, or just an answer) matches `gold`, or
+    any one of them when `gold` is a list of acceptable answers.
 
     A multi-line text with no answer marker (see extract_answer) grades False rather
     than guessing at its last number. `dataset="gsm8k"` compares plain numbers
     exactly and ignores unit words ("18 dollars").
     """
+    golds = gold if isinstance(gold, (list, tuple)) else [gold]
+    return any(_grade_one(predicted, one, dataset) for one in golds)
+
+
+def _grade_one(predicted, gold, dataset: str | None) -> bool:
     try:
         return _grade(predicted, gold, dataset)
     except Exception:  # any parser/sympy failure on odd input means "not shown correct"
@@ -121,7 +141,7 @@ def _grade(predicted, gold, dataset: str | None) -> bool:
     if answer is None and "\n" not in predicted.strip() and not BOX_RE.search(predicted):
         # The text is itself the answer (a truncated "\boxed{5" is not: it might be 50).
         answer = _strip_math_delimiters(predicted).rstrip(".").strip()
-    gold_answer = extract_answer(gold) or _strip_math_delimiters(gold)
+    gold_answer = extract_answer(gold) or normalize_gold(gold)
     if not answer or not gold_answer:
         return False
 

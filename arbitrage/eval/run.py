@@ -41,7 +41,7 @@ CHECKPOINTS_FILE = "checkpoints.json"
 class ProblemLike(Protocol):
     id: str
     problem: str
-    answer: str | None
+    answer: str | list[str] | None
 
 
 class RunDirectoryError(ValueError):
