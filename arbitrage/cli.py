@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,9 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arbitrage.cli_support import err_console, fail, set_torch_threads
+from arbitrage.cli_support import BAD_INPUT_EXIT, err_console, fail, print_error, set_torch_threads
 from arbitrage.eval.cli import load_cli_problems
 from arbitrage.config import Config, ConfigError, load_config
+from arbitrage.errors import InputError
 from arbitrage.policies import POLICY_NAMES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Step-level speculative reasoning (Arbitrage).")
@@ -82,18 +84,24 @@ def run(
     ),
 ) -> None:
     """Solve problems with the configured policy; results are written as each problem finishes."""
-    from arbitrage.eval.run import RunDirectoryError, run_batch
-    from arbitrage.servers.factory import load_models
+    from arbitrage.eval.run_directory import check_output_dir
 
-    set_torch_threads(threads)
     cfg = _load(config, policy, threshold)
     if audit:
         cfg = cfg.model_copy(update={"audit_escalations": True})
     problems = load_cli_problems(problem, data, dataset, fields, limit)
     try:
+        check_output_dir(output)  # before torch and the models load: a bad --output fails at once
+    except InputError as error:
+        fail(str(error))
+    set_torch_threads(threads)
+    from arbitrage.eval.run import run_batch
+    from arbitrage.servers.factory import load_models
+
+    try:
         models = load_models(cfg)
         summary = run_batch(cfg, problems, output, models=models, concurrency=concurrency, progress=progress)
-    except (ConfigError, RunDirectoryError, FileNotFoundError) as error:
+    except (InputError, FileNotFoundError) as error:
         fail(str(error))
     print_summary(summary, f"{run_title(cfg)} -> {output}")
 
@@ -133,5 +141,16 @@ def _mount_subcommands() -> None:
 
 _mount_subcommands()
 
+
+def main() -> None:
+    """The `arbitrage` command. Bad input of any subcommand ends in one `error: ...`
+    line and exit status 2; an unexpected exception keeps its traceback (status 1)."""
+    try:
+        app()
+    except InputError as error:
+        print_error(str(error))
+        sys.exit(BAD_INPUT_EXIT)
+
+
 if __name__ == "__main__":
-    app()
+    main()

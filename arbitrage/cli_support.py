@@ -12,10 +12,17 @@ from rich.markup import escape
 err_console = Console(stderr=True)
 
 
+BAD_INPUT_EXIT = 2
+
+
+def print_error(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+
+
 def fail(message: str) -> NoReturn:
     """Print `error: message` on stderr and exit with status 2 (bad input)."""
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code=2)
+    print_error(message)
+    raise typer.Exit(code=BAD_INPUT_EXIT)
 
 
 def set_torch_threads(threads: Optional[int]) -> None:

@@ -8,6 +8,7 @@ Swapping a model is editing one entry under `models:`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from arbitrage.errors import InputError
 from arbitrage.policies import ARBITRAGE, Policy, get_policy
 from arbitrage.protocols import SamplingParams
 
@@ -40,7 +42,7 @@ def _policy_from_name(value) -> Policy:
 PolicyField = Annotated[Policy, PlainValidator(_policy_from_name), PlainSerializer(lambda policy: policy.name)]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """Invalid configuration; the message names the offending field or value."""
 
 
@@ -333,9 +335,24 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {where}: {message}")
+        lines.append(f"{source}: {where}: {_error_message(item)}")
     return "\n".join(lines)
+
+
+def _error_message(item: dict) -> str:
+    """pydantic's message, with the value that was given: a choice names the field and
+    its choices the way an unknown policy does."""
+    value = item.get("input")
+    if item["type"] == "literal_error":
+        name = str(item["loc"][-1]) if item["loc"] else "value"
+        choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
+        return f"unknown {name} {value!r}; choose one of {', '.join(choices)}"
+    message = item["msg"].removeprefix("Value error, ")
+    shown = repr(value)
+    scalar = value is None or isinstance(value, (str, int, float, bool))
+    if scalar and item["type"] not in ("missing", "extra_forbidden") and shown not in message:
+        message += f", got {shown}"
+    return message
 
 
 def validate_config(data: dict, *, source: str = "config") -> Config:
@@ -353,9 +370,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: malformed YAML: {error}") from None
+    if data is None:
+        raise ConfigError(
+            f"config file {path} is empty; give at least one setting, or leave out --config for the lab defaults"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return validate_config(data, source=str(path))

@@ -20,13 +20,15 @@ same reward, so at a threshold below 0 the bare rule would count every such tie.
 
 The graph builder (arbitrage/graph/builder.py) wires a policy's nodes from these fields;
 nodes read the flags from the run's context and never compare policy names. Imports
-nothing of the project, so the config can validate against it.
+only arbitrage.errors, so the config can validate against it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple
+
+from arbitrage.errors import InputError
 
 Role = Literal["draft", "target", "prm", "router"]
 # What the step's decision reads before the target may be called:
@@ -35,7 +37,7 @@ Role = Literal["draft", "target", "prm", "router"]
 Decider = Literal["router", "prm", "both_steps", "none"]
 
 
-class PolicyError(ValueError):
+class PolicyError(InputError):
     """An unknown policy, or a threshold the policy cannot take; the message names the value."""
 
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "arbitrage"
 
 # Top-level parts of the package, lowest first; a part may import its own layer or lower.
 LAYERS = [
-    {"protocols", "policies", "config", "cli_support", "lab"},
+    {"errors", "protocols", "policies", "config", "cli_support", "lab"},
     {"servers"},
     {"graph"},
     {"solver"},

@@ -67,17 +67,18 @@ def sweep_command(
     """Run every policy/threshold pair on the same problems, loading each model once. Resumable."""
     from arbitrage.cli_support import set_torch_threads
     from arbitrage.config import ConfigError, load_config
-    from arbitrage.eval.run import RunDirectoryError
+    from arbitrage.eval.run_directory import RunDirectoryError, check_output_dir
     from arbitrage.eval.sweep import parse_thresholds, plan_runs, run_sweep
 
-    set_torch_threads(threads)
     try:
+        check_output_dir(output)
         cfg = load_config(config)
         wanted = [p.strip() for p in policies.split(",") if p.strip()]
         parsed = parse_thresholds(thresholds)
         _, notes = plan_runs(wanted, parsed)  # refuse a bad plan before loading any model or data
     except (ConfigError, ValueError) as error:
         fail(str(error))
+    set_torch_threads(threads)
     err = Console(stderr=True)
     for note in notes:
         err.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from arbitrage.eval.audit import audit_records, audited_after_run, needs_audit, 
 from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
 from arbitrage.eval.grading import grade
 from arbitrage.eval.metrics import summarize
+from arbitrage.eval.run_directory import RunDirectoryError, check_output_dir
 from arbitrage.servers.factory import ModelSet, load_models
 from arbitrage.servers.inprocess_batching import close_batching, wrap_batching
 from arbitrage.solver import Solver
@@ -42,10 +43,6 @@ class ProblemLike(Protocol):
     id: str
     problem: str
     answer: str | list[str] | None
-
-
-class RunDirectoryError(ValueError):
-    """The output directory holds a run that this one must not be mixed with."""
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
@@ -146,8 +143,11 @@ def run_batch(
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"problem id {duplicate!r} appears more than once")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_output_dir(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(f"output directory '{output_dir}' cannot be made: {error.strerror}") from None
     checkpoints = run_checkpoints(config)
     _check_same_run(output_dir, config, checkpoints)
     _atomic_write(output_dir / CONFIG_FILE, json.dumps(config.model_dump(), indent=2))

@@ -69,11 +69,12 @@ def train(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train a router and save it (with its options) under --output."""
-    from arbitrage.router.dataset import downsample_majority, load_split
+    from arbitrage.router.dataset import check_both_labels, downsample_majority, load_split
     from arbitrage.router.evaluate import router_metrics
 
     try:
         train_rows, validation_rows = load_split(data, "train"), load_split(data, "validation")
+        check_both_labels(train_rows, f"the train split of {data}")
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if kind == "features":

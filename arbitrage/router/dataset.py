@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from arbitrage.errors import InputError
 from arbitrage.protocols import AnnotatedStep
 from arbitrage.servers.router_input import format_router_input
 
@@ -80,6 +81,21 @@ def write_rows(path: Path, rows: Iterable[dict]) -> int:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+class RouterDataError(InputError):
+    """Router rows that cannot train a router; the message names the split and the counts."""
+
+
+def check_both_labels(rows: Sequence[dict], where: str) -> None:
+    """A router learns to tell the labels apart, so its training rows need both."""
+    positives = sum(1 for row in rows if row["label"] == 1)
+    if positives == 0 or positives == len(rows):
+        raise RouterDataError(
+            f"{where} has {positives} rows with label 1 (the target's step scored higher) and "
+            f"{len(rows) - positives} with label 0; training a router needs rows of both labels "
+            "(build data from more problems)"
+        )
 
 
 def read_rows(path: Path) -> list[dict]:
