@@ -263,6 +263,17 @@ class Limits(_Strict):
     max_total_tokens: int = Field(2048, ge=1, description="cap on the committed solution's tokens")
 
 
+class ServersConfig(_Strict):
+    """How a run treats the model servers it talks to (`backend: openai`)."""
+
+    wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long a server may stay unreachable, its /health polled meanwhile, before the "
+        "problems waiting on it fail",
+    )
+
+
 class Config(_Strict):
     models: ModelsConfig = ModelsConfig()
     policy: PolicyField = ARBITRAGE
@@ -273,6 +284,7 @@ class Config(_Strict):
     )
     separator: str = Field("\n\n", min_length=1)
     limits: Limits = Limits()
+    servers: ServersConfig = ServersConfig()
     target_samples: int = Field(
         1, ge=1, le=64,
         description="generate policy: target steps per decision; s_t for the router label is their mean PRM score",

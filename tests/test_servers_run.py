@@ -1,16 +1,11 @@
 """Whole runs through `arbitrage serve` processes on loopback: the HTTP config gives the
-in-process run's greedy results; killing the target server mid-run keeps finished
-problems, records the failed ones with their error, and a rerun completes the rest with
-nothing duplicated."""
+in-process run's greedy results; killing the target server for good (no wait for it)
+keeps finished problems, records the failed ones with their error, and a rerun completes
+the rest with nothing duplicated."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import pytest
 import yaml
 
 import tiny_models as tm
+from serve_process import ServeProcess
 from arbitrage.config import load_config
 from arbitrage.eval.run import RESULTS_FILE, read_results, run_batch
 from arbitrage.lab.task import generate_problems
@@ -25,7 +21,6 @@ from arbitrage.servers.factory import load_models
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("draft", "target", "prm", "router")
 LIMITS = {"max_steps": 3, "max_step_tokens": 6, "max_total_tokens": 40}
 
@@ -38,32 +33,6 @@ class Problem:
 
 
 PROBLEMS = [Problem(p.id, p.problem, str(p.answer)) for p in generate_problems(8, seed=5)]
-
-
-class ServeProcess:
-    """`python -m arbitrage.servers.cli serve` for one role; stopped by its own pid."""
-
-    def __init__(self, config: Path, role: str, port: int = 0):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.role = role
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "arbitrage.servers.cli", "serve", "--config", str(config), "--role", role, "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-
-    def url(self) -> str:
-        line = self.process.stdout.readline()
-        if not line.startswith(f"serving {self.role} "):
-            raise RuntimeError(f"{self.role} server did not start: {line}{self.process.stderr.read()}")
-        return line.rsplit(" on ", 1)[1].strip()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +59,9 @@ def setup(tmp_path_factory):
         for server in servers.values():
             server.kill()
         raise
-    http = {**base, "models": {}}
+    # No wait for a dead server (servers.wait_s 0): these tests kill one and keep it dead;
+    # tests/test_server_outage.py restarts one within the wait.
+    http = {**base, "servers": {"wait_s": 0}, "models": {}}
     for role in ROLES:
         http["models"][role] = {
             "backend": "openai",
@@ -140,7 +111,7 @@ def test_killing_the_target_server_then_rerunning(setup, tmp_path):
     assert [r for r in after_kill if r["id"] in {p.id for p in first_batch}] == finished  # kept as they were
     failed = [by_id[p.id] for p in rest]
     assert all(r["error"] for r in failed)
-    assert all(setup["urls"]["target"] in r["error"] and "failed after 2 attempts" in r["error"] for r in failed)
+    assert all(setup["urls"]["target"] in r["error"] and "was unreachable for 0 s" in r["error"] for r in failed)
 
     port = int(setup["urls"]["target"].rsplit(":", 1)[1])
     setup["servers"]["target"] = restarted = ServeProcess(setup["local"], "target", port)

@@ -103,15 +103,19 @@ class HttpRouter:
 
 
 def load_generator(model_cfg: ModelConfig, config: Config) -> HttpGenerator:
-    return HttpGenerator(model_cfg, config.separator, where=_where(model_cfg, config))
+    return HttpGenerator(model_cfg, config.separator, client=_client(model_cfg, config), where=_where(model_cfg, config))
 
 
 def load_prm(model_cfg: ModelConfig, config: Config) -> HttpPRM:
-    return HttpPRM(model_cfg, config.separator, where=_where(model_cfg, config))
+    return HttpPRM(model_cfg, config.separator, client=_client(model_cfg, config), where=_where(model_cfg, config))
 
 
 def load_router(model_cfg: ModelConfig, config: Config) -> HttpRouter:
-    return HttpRouter(model_cfg, config.separator, where=_where(model_cfg, config))
+    return HttpRouter(model_cfg, config.separator, client=_client(model_cfg, config), where=_where(model_cfg, config))
+
+
+def _client(model_cfg: ModelConfig, config: Config) -> JsonHttpClient:
+    return JsonHttpClient.for_model(model_cfg, wait_s=config.servers.wait_s)
 
 
 def _where(model_cfg: ModelConfig, config: Config) -> str:
