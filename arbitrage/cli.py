@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arbitrage.cli_support import BAD_INPUT_EXIT, err_console, fail, print_error, set_torch_threads
+from arbitrage.cli_support import BAD_INPUT_EXIT, err_console, fail, print_error, rerun_command, set_torch_threads
 from arbitrage.eval.cli import load_cli_problems
 from arbitrage.config import Config, ConfigError, load_config
 from arbitrage.errors import InputError
@@ -83,7 +83,9 @@ def run(
         1, min=1, help="torch CPU threads; 1 suits small models (measured 8x faster than 2 on a busy 2-core machine)"
     ),
 ) -> None:
-    """Solve problems with the configured policy; results are written as each problem finishes."""
+    """Solve problems with the configured policy; results are written as each problem finishes.
+    Exits 3 when a problem ended in an error (rerunning the same command retries those)."""
+    from arbitrage.eval.cli import exit_on_problem_errors
     from arbitrage.eval.run_directory import check_output_dir
 
     cfg = _load(config, policy, threshold)
@@ -104,6 +106,7 @@ def run(
     except (InputError, FileNotFoundError) as error:
         fail(str(error))
     print_summary(summary, f"{run_title(cfg)} -> {output}")
+    exit_on_problem_errors([(str(output), summary)], rerun_command())
 
 
 @app.command()

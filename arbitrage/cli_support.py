@@ -3,6 +3,8 @@ Imports nothing of the project, so the command-line modules of every layer can u
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import NoReturn, Optional
 
 import typer
@@ -13,6 +15,7 @@ err_console = Console(stderr=True)
 
 
 BAD_INPUT_EXIT = 2
+PROBLEM_ERRORS_EXIT = 3  # the run finished, but some problems ended in an error
 
 
 def print_error(message: str) -> None:
@@ -23,6 +26,11 @@ def fail(message: str) -> NoReturn:
     """Print `error: message` on stderr and exit with status 2 (bad input)."""
     print_error(message)
     raise typer.Exit(code=BAD_INPUT_EXIT)
+
+
+def rerun_command() -> str:
+    """This invocation's command line, as `arbitrage ...` (also when started as `python -m`)."""
+    return shlex.join(["arbitrage", *sys.argv[1:]])
 
 
 def set_torch_threads(threads: Optional[int]) -> None:

@@ -1,11 +1,13 @@
 """Bad input to the `arbitrage` command, run as a user runs it (a subprocess): one
 `error:` line that names the field and echoes the value, exit status 2, no traceback,
-and nothing loaded first; an unexpected exception keeps its traceback (exit 1)."""
+and nothing loaded first. A run whose problems fail exits 3 and says which errors and
+how to retry; an unexpected exception keeps its traceback (exit 1)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +131,32 @@ def test_an_input_error_raised_anywhere_is_one_line_and_anything_else_keeps_its_
     assert "error: field answer is bad" in bad_input.stderr
     bug = subprocess.run([sys.executable, "-c", script, "bug"], capture_output=True, text=True, env=env)
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "RuntimeError: a bug" in bug.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: nothing listens here
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_problems_that_fail_exit_3_with_the_errors_and_the_rerun_command(tmp_path, command):
+    port = _closed_port()
+    config = write_config(tmp_path / "dead.yaml", {
+        "policy": "target_only",
+        "servers": {"wait_s": 0},
+        "models": {"target": {"backend": "openai", "api": "arbitrage", "path": "lab:target",
+                              "base_url": f"http://127.0.0.1:{port}"}},
+    })
+    output = tmp_path / "out"
+    args = [command, "--config", str(config), "--data", "test", "--dataset", "lab", "--limit", "3", "--output", str(output), "--no-progress"]
+    if command == "sweep":
+        args += ["--policies", "target_only"]
+    result = arbitrage(*args)
+    text = " ".join(result.stderr.split())
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in text
+    assert "error: 3 of 3 problems ended in an error" in text
+    assert f"3 x ServerUnreachable: the server at http://127.0.0.1:{port} was unreachable for 0 s" in text
+    assert f"rerun to retry them (finished problems are kept): arbitrage {command} --config {config}" in text

@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from arbitrage.cli_support import err_console, fail
+from arbitrage.cli_support import PROBLEM_ERRORS_EXIT, err_console, fail, print_error, rerun_command
 
 DEFAULT_POLICIES = "arbitrage,rsd,oracle,draft_only,target_only"
+SHOWN_ERROR_MESSAGES = 3
+SHOWN_MESSAGE_CHARS = 400
 
 
 def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str, fields: Optional[str], limit: Optional[int]):
@@ -92,6 +94,32 @@ def sweep_command(
         fail(str(error))
     print_runs(rows, f"sweep -> {output}")
     err.print(f"report: arbitrage report {escape(str(output))}", highlight=False, soft_wrap=True)
+    exit_on_problem_errors([(str(Path(output) / row["run_dir"]), row["summary"]) for row in rows], rerun_command())
+
+
+def exit_on_problem_errors(runs: list[tuple[str, dict]], rerun: str) -> None:
+    """When a problem of these runs (run directory, summary) ended in an error: say how many,
+    the first distinct messages with their counts and the command that retries them, and
+    exit 3, so scripts see a run that lost problems."""
+    failed = sum(summary.get("n_errors") or 0 for _, summary in runs)
+    if not failed:
+        return
+    total = sum(summary.get("n_problems") or 0 for _, summary in runs)
+    counts: dict[str, int] = {}
+    for _, summary in runs:
+        for item in summary.get("error_messages", []):
+            counts[item["message"]] = counts.get(item["message"], 0) + item["count"]
+    failed_dirs = [directory for directory, summary in runs if summary.get("n_errors")]
+    print_error(f"{failed} of {total} problems ended in an error (details in results.jsonl under {', '.join(failed_dirs)}):")
+    for message, count in list(counts.items())[:SHOWN_ERROR_MESSAGES]:
+        shown = message if len(message) <= SHOWN_MESSAGE_CHARS else message[:SHOWN_MESSAGE_CHARS] + "..."
+        err_console.print(f"  {count} x {escape(shown)}", highlight=False, soft_wrap=True)
+    if len(counts) > SHOWN_ERROR_MESSAGES:
+        err_console.print(f"  and {len(counts) - SHOWN_ERROR_MESSAGES} more distinct errors", highlight=False)
+    err_console.print(
+        f"rerun to retry them (finished problems are kept): {escape(rerun)}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(code=PROBLEM_ERRORS_EXIT)
 
 
 def report_command(

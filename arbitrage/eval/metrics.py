@@ -89,4 +89,14 @@ def summarize(records: Iterable[dict], *, wall_s: float | None = None) -> dict:
         if totals["steps"]
         else {},
         "finish_reasons": finish_reasons,
+        "error_messages": error_messages(records),
     }
+
+
+def error_messages(records: Iterable[dict]) -> list[dict]:
+    """Each distinct error text with how many problems ended in it, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.get("error"):
+            counts[record["error"]] = counts.get(record["error"], 0) + 1
+    return [{"message": message, "count": count} for message, count in counts.items()]
