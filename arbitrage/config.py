@@ -261,6 +261,13 @@ class Limits(_Strict):
     max_steps: int = Field(24, ge=1, le=10_000)
     max_step_tokens: int = Field(192, ge=1)
     max_total_tokens: int = Field(2048, ge=1, description="cap on the committed solution's tokens")
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="longest prompt (template and problem) in tokens; a longer problem ends in an error record "
+        "instead of being run. Default: the generators' context length less max_step_tokens "
+        "(servers/prompt_limit.py)",
+    )
 
 
 class ServersConfig(_Strict):

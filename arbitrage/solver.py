@@ -15,6 +15,7 @@ from arbitrage.graph.builder import build_graph, recursion_limit
 from arbitrage.graph.context import SolveContext
 from arbitrage.graph.state import initial_state
 from arbitrage.servers.factory import ModelSet
+from arbitrage.servers.prompt_limit import prompt_limit
 
 # (predicted answer or None, gold answer or a list of acceptable ones, dataset name or None) -> correct?
 Grader = Callable[[str | None, str | list[str], str | None], bool]
@@ -31,6 +32,7 @@ class Solver:
         self.context = SolveContext.from_config(config, models)
         self.graph = build_graph(config.policy, audit_escalations=config.audit_escalations)
         self.grader = grader
+        self.prompt_limit = prompt_limit(config, (models.draft, models.target))
 
     def initial_state(self, problem_id: str, problem: str) -> dict:
         return initial_state(problem_id, problem)
@@ -53,6 +55,7 @@ class Solver:
             "threshold": self.config.threshold,
         }
         try:
+            self.prompt_limit.check(problem)  # a problem too long for the models is this record's error
             final = self.graph.invoke(self.initial_state(problem_id, problem), self.run_config(), context=self.context)
             answer = final.get("final_answer")
             correct = None

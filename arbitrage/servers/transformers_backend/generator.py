@@ -15,6 +15,7 @@ from typing import Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import SamplingParams, StepOutput, StepRequest
+from arbitrage.servers.prompt_limit import model_context_length
 from arbitrage.servers.transformers_backend.batch_cache import supports_row_surgery
 from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
@@ -99,6 +100,13 @@ class TransformersGenerator:
     def cached_tokens(self, session: str) -> int:
         """How many tokens the session's KV cache holds (0 when none)."""
         return self.sessions.cached_tokens(session)
+
+    def prompt_tokens(self, problem: str) -> int:
+        """Tokens of the rendered prompt of `problem`, before any step (servers/prompt_limit.py)."""
+        return len(self._prefix_ids(problem, ()))
+
+    def context_length(self) -> int | None:
+        return model_context_length(self.model.config, self.tokenizer)
 
     def _prefix_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
         ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)
