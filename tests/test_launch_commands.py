@@ -277,7 +277,7 @@ def test_base_url_host_must_reach_a_loopback_server():
 @pytest.mark.parametrize(
     "launch, message",
     [
-        ({"engine": "tgi"}, r"models.target.launch.engine: Input should be 'sglang' or 'vllm'"),
+        ({"engine": "tgi"}, r"models.target.launch.engine: unknown engine 'tgi'; choose one of sglang, vllm"),
         ({"nnodes": 2, "node_rank": 2, "dist_init_addr": "h:1"}, r"models.target.launch: .*node_rank 2 must be below nnodes 2"),
         ({"nnodes": 2}, r"models.target.launch: .*dist_init_addr .* is required when nnodes > 1"),
         ({"nnodes": 2, "dist_init_addr": "node0"}, r"models.target.launch.dist_init_addr: .*must be host:port"),
