@@ -1,6 +1,7 @@
 """The `arbitrage` command line.
 
     arbitrage run --limit 20 --output runs/lab          # lab models, lab test split
+    arbitrage run --limit 20 --output runs/lab --checkpoint runs/lab/steps.sqlite   # resumable mid-problem
     arbitrage run --config examples/smollm2.yaml --data ../shared/data/gsm8k_test.jsonl --limit 2
     arbitrage graph --policy arbitrage --format png --output graph.png
 """
@@ -78,6 +79,10 @@ def run(
     output: Path = typer.Option(Path("runs/latest"), help="directory for results.jsonl and summary.json"),
     concurrency: int = typer.Option(1, min=1, help="problems in flight at once"),
     audit: bool = typer.Option(False, help="PRM-score both steps of escalations to count wasted ones"),
+    checkpoint: Optional[Path] = typer.Option(
+        None, help="SQLite file of per-step graph states: a killed run resumes each problem at its last committed "
+        "step (default: checkpoint: in the config; none)"
+    ),
     progress: bool = typer.Option(True, help="show a progress bar"),
     threads: Optional[int] = typer.Option(
         1, min=1, help="torch CPU threads; 1 suits small models (measured 8x faster than 2 on a busy 2-core machine)"
@@ -91,6 +96,8 @@ def run(
     cfg = _load(config, policy, threshold)
     if audit:
         cfg = cfg.model_copy(update={"audit_escalations": True})
+    if checkpoint is not None:
+        cfg = cfg.model_copy(update={"checkpoint": str(checkpoint)})
     problems = load_cli_problems(problem, data, dataset, fields, limit)
     try:
         check_output_dir(output)  # before torch and the models load: a bad --output fails at once

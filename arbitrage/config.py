@@ -303,6 +303,12 @@ class Config(_Strict):
         "batch runs (run, sweep) do it after solving, so it never slows them; a graph built with it "
         "scores inline, timed under 'prm_audit'",
     )
+    checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        description="SQLite file in which batch runs keep each unfinished problem's graph state after every "
+        "step, so a killed run resumes mid-problem at its last committed step (arbitrage/eval/durable.py)",
+    )
     _threshold_is_default: bool = PrivateAttr(False)
 
     @field_validator("threshold")

@@ -65,6 +65,7 @@ def test_single_problem_run_and_rerun_skips_it(tiny_config, tmp_path):
         (["--policy", "fastest", "--problem", "x"], "policy"),
         (["--policy", "rsd", "--threshold", "2", "--problem", "x"], "threshold 2.0 is outside [0.0, 1.0]"),
         (["--data", "/nonexistent/data.jsonl"], "dataset file not found: /nonexistent/data.jsonl"),
+        (["--problem", "x", "--checkpoint", "/"], "checkpoint / is a directory; name a file"),
     ],
 )
 def test_bad_input_gets_one_clear_error(tiny_config, tmp_path, args, message):

@@ -8,6 +8,10 @@ problem appears twice).
 With `audit_escalations`, arbitrage and rsd runs solve unaudited and then PRM-score
 their escalations from the results (`arbitrage/eval/audit.py`), so the audit's PRM
 forwards never slow the run being timed; an audit cut short is redone by the rerun.
+
+With a checkpoint file (`checkpoint:` in the config, `arbitrage run --checkpoint`), the
+problems in flight also keep their graph state after every step (arbitrage/eval/durable.py),
+so the rerun resumes each unfinished problem at its last committed step.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from arbitrage.config import Config
 from arbitrage.eval.audit import audit_records, audited_after_run, needs_audit, pending_items
 from arbitrage.eval.checkpoint_fingerprint import changed_roles, run_checkpoints
+from arbitrage.eval.durable import CheckpointStore
 from arbitrage.eval.grading import grade
 from arbitrage.eval.metrics import summarize
 from arbitrage.eval.run_directory import RunDirectoryError, check_output_dir
@@ -138,6 +143,8 @@ def run_batch(
     """Solve every problem not already finished in `output_dir`; return the summary."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if solver is not None and config.checkpoint is not None:
+        raise ValueError("checkpoint: needs the run to build its own Solver; pass models, not a solver")
     problems = list(problems)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
@@ -157,6 +164,7 @@ def run_batch(
     todo = [p for p in problems if p.id not in done]
     batched = None
     audit_prm = None
+    store = None
     if solver is None:
         models = models if models is not None else load_models(config)
         if config.audit_escalations and audited_after_run(config.policy):
@@ -165,10 +173,15 @@ def run_batch(
             if audit_prm is None:
                 raise ValueError("audit_escalations needs a loaded prm model to score the escalated steps")
             config = config.model_copy(update={"audit_escalations": False})
+        if config.checkpoint is not None:
+            identity = {**_run_identity(config), "audit_escalations": config.audit_escalations, "weights": checkpoints}
+            store = CheckpointStore(config.checkpoint, identity)
+            for problem_id in done:  # finished before an earlier run could delete their states
+                store.forget(problem_id)
         if concurrency > 1:
             # Problems in flight share one forward per decode step (models that can batch).
             models = batched = wrap_batching(models, max_batch=concurrency)
-        solver = Solver(config, models, grader=grade)
+        solver = Solver(config, models, grader=grade, checkpointer=store.saver if store is not None else None)
 
     previous_wall = _previous_wall(output_dir / SUMMARY_FILE) if done else 0.0
     start = time.perf_counter()
@@ -177,14 +190,20 @@ def run_batch(
         with _progress_bar(progress) as bar:
             task = bar.add_task(config.policy.name, total=len(problems), completed=len(problems) - len(todo))
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                futures = [
-                    pool.submit(solver.solve, p.id, p.problem, p.answer, getattr(p, "dataset", None)) for p in todo
-                ]
+
+                def solve_and_record(p: ProblemLike) -> dict:
+                    thread_id = store.thread_id(p.id) if store is not None else None
+                    record = solver.solve(p.id, p.problem, p.answer, getattr(p, "dataset", None), thread_id=thread_id)
+                    writer.write(record)
+                    done[p.id] = record  # also when the run is being interrupted: the summary counts it
+                    if store is not None and not record.get("error"):
+                        store.forget(p.id)  # its record is on disk; the file keeps only problems in flight
+                    return record
+
+                futures = [pool.submit(solve_and_record, p) for p in todo]
                 try:
                     for future in as_completed(futures):
-                        record = future.result()
-                        writer.write(record)
-                        done[record["id"]] = record
+                        future.result()
                         bar.advance(task)
                 except KeyboardInterrupt:
                     for future in futures:
@@ -192,6 +211,8 @@ def run_batch(
                     raise
     finally:
         writer.close()
+        if store is not None:
+            store.close()
         if batched is not None:
             close_batching(batched)
         wall = previous_wall + time.perf_counter() - start
