@@ -4,6 +4,7 @@
     arbitrage run --limit 20 --output runs/lab --checkpoint runs/lab/steps.sqlite   # resumable mid-problem
     arbitrage run --config examples/smollm2.yaml --data ../shared/data/gsm8k_test.jsonl --limit 2
     arbitrage graph --policy arbitrage --format png --output graph.png
+    arbitrage serve --role pipeline --config examples/lab.yaml --port 8100   # an OpenAI-compatible endpoint
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ def graph(
 
 
 def _mount_subcommands() -> None:
+    from arbitrage.agents.cli import serve_command
     from arbitrage.eval.cli import report_command, sweep_command
     from arbitrage.lab.cli import lab_app
     from arbitrage.router.cli import router_app
-    from arbitrage.servers.cli import serve_command, servers_app
+    from arbitrage.servers.cli import servers_app
 
     app.add_typer(lab_app, name="lab", help="Train and evaluate the lab models.")
     app.add_typer(router_app, name="router", help="Router data, training, evaluation and ablations.")

@@ -334,9 +334,12 @@ class Config(_Strict):
         """True when no threshold was given and the policy's default is in force."""
         return self._threshold_is_default
 
-    def with_overrides(self, *, policy: str | None = None, threshold: float | None = None) -> "Config":
+    def with_overrides(
+        self, *, policy: str | None = None, threshold: float | None = None, source: str = "command line"
+    ) -> "Config":
         """A copy with another policy and/or threshold. A given threshold (here or in the
-        config) always wins; only a threshold that was a policy default follows the policy."""
+        config) always wins; only a threshold that was a policy default follows the policy.
+        `source` names where the overrides came from in error messages."""
         data = self.model_dump()
         if self.threshold_is_default:
             data["threshold"] = None
@@ -344,7 +347,7 @@ class Config(_Strict):
             data["policy"] = policy
         if threshold is not None:
             data["threshold"] = threshold
-        return validate_config(data, source="command line")
+        return validate_config(data, source=source)
 
     def required_models(self) -> dict[str, ModelConfig]:
         roles = self.policy.roles

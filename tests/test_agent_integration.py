@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from arbitrage.agents import deployment
+from arbitrage.agents.reasoner import Reasoner
 from arbitrage.config import Config
 from arbitrage.graph.context import SolveContext
 from arbitrage.policies import ARBITRAGE
@@ -55,8 +56,7 @@ def test_langgraph_json_names_the_deployable_graph(monkeypatch):
     module_path, name = spec["graphs"]["arbitrage"].split(":")
     assert Path(ROOT / module_path).resolve() == Path(deployment.__file__).resolve() and name == "graph"
 
-    monkeypatch.setattr(deployment._MODELS, "_config", Config())
-    monkeypatch.setattr(deployment._MODELS, "_loaded", scripted_models())
+    monkeypatch.setattr(deployment._REASONER, "_reasoner", Reasoner(Config(), models=scripted_models()))
     chunks = list(deployment.graph.stream({"problem": "1+2?", "threshold": 0.95},
                                           stream_mode=["custom", "values"], subgraphs=True))
     steps = [event for _, mode, event in chunks if mode == "custom"]

@@ -17,9 +17,8 @@ from typing import NotRequired, TypedDict
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from arbitrage.config import Config, load_config
-from arbitrage.servers.factory import ModelSet, load_models
-from arbitrage.solver import Solver
+from arbitrage.agents.reasoner import Reasoner
+from arbitrage.config import load_config
 
 
 class ReasonInput(TypedDict):
@@ -39,39 +38,36 @@ class ReasonState(ReasonInput, ReasonOutput, total=False):
     pass
 
 
-class _Models:
-    """Loads each role at most once per process, whatever policies the requests ask for."""
+class _SharedReasoner:
+    """One Reasoner per process (arbitrage/agents/reasoner.py): each role loads once, whatever
+    policies the runs ask for, and runs in flight at once share batched decode steps."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loaded = ModelSet()
-        self._config: Config | None = None
+        self._reasoner: Reasoner | None = None
 
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(os.environ.get("ARBITRAGE_CONFIG"))
-        return self._config
-
-    def for_config(self, config: Config) -> ModelSet:
+    def get(self) -> Reasoner:
         with self._lock:
-            for role in config.required_models():
-                if getattr(self._loaded, role) is None:
-                    setattr(self._loaded, role, getattr(load_models(config, roles=(role,)), role))
-            return self._loaded
+            if self._reasoner is None:
+                self._reasoner = Reasoner(load_config(os.environ.get("ARBITRAGE_CONFIG")))
+            return self._reasoner
 
 
-_MODELS = _Models()
+_REASONER = _SharedReasoner()
 
 
 def reason(state: ReasonState, config: RunnableConfig) -> dict:
-    run_config = _MODELS.config().with_overrides(policy=state.get("policy"), threshold=state.get("threshold"))
-    solver = Solver(run_config, _MODELS.for_config(run_config))
+    reasoner = _REASONER.get()
+    solver = reasoner.solver(reasoner.settings(state.get("policy"), state.get("threshold"), source="input"))
     problem_id = f"request-{uuid.uuid4().hex[:8]}"
-    final = solver.graph.invoke(
-        solver.initial_state(problem_id, state["problem"]),
-        {**config, **solver.run_config()},
-        context=solver.context,
-    )
+    try:
+        final = solver.graph.invoke(
+            solver.initial_state(problem_id, state["problem"]),
+            {**config, **solver.run_config()},
+            context=solver.context,
+        )
+    finally:
+        solver.end_sessions(problem_id)
     return {key: final.get(key) for key in ("steps", "final_answer", "finish_reason", "counters")}
 
 

@@ -1,0 +1,259 @@
+"""`arbitrage serve --role pipeline`: the whole speculative pipeline behind an
+OpenAI-compatible endpoint, for agent stacks that talk to a model rather than a graph.
+
+    arbitrage serve --role pipeline --config examples/lab.yaml --port 8100
+
+Endpoints (the formats are arbitrage/agents/openai_format.py's):
+- `POST /v1/chat/completions`: the problem is the last user message; the reply's
+  `choices[0].message.content` is the solution, its steps joined by the separator.
+  `usage` holds `prompt_tokens`, `completion_tokens` (the committed solution's tokens),
+  `total_tokens`, and `draft_tokens`, `target_tokens`, `target_calls`, `escalated_steps`,
+  `steps`; `arbitrage` holds the final answer, the policy and threshold used, the
+  counters and each step's source. `stream: true` sends server-sent events: one
+  `chat.completion.chunk` per committed step (its source in the chunk's `arbitrage`
+  field), a chunk with `finish_reason`, a usage chunk when
+  `stream_options.include_usage`, then `data: [DONE]`.
+- `POST /v1/completions`: the same with the problem as `prompt`.
+- Per request, `policy` and `threshold` (the openai client's `extra_body`) override the
+  config's; a bad one is answered 400 with the field named in OpenAI's error shape.
+- `GET /v1/models` lists `arbitrage`; `GET /health`.
+
+Every request runs the graph on its own thread; the models are shared through batchers
+(arbitrage/agents/reasoner.py), so requests in flight together share each decode step.
+The server binds 127.0.0.1 unless told otherwise.
+
+Why the model nodes do not use langchain-openai as their HTTP client (checked against
+langchain-openai 1.8 and openai 3.57): the draft and target nodes need, per step, the
+per-token logprobs (the feature router reads them), the completion token count, and
+whether the step ended on the separator or on EOS. `langchain_openai.OpenAI` keeps only
+`text`, `finish_reason` and `logprobs` of a completion choice: sglang's `matched_stop`
+and vLLM's `stop_reason` are dropped, and both servers strip the stop string and say
+`finish_reason: "stop"` for either end, so a finished solution and a step boundary look
+the same (tests/test_langchain_openai_as_node_client.py shows it on `arbitrage serve`'s
+replies); its token usage is summed over a call's prompts, not per step, and it sends
+every prompt as a list. Per-token logprobs do survive. `ChatOpenAI` can return logprobs,
+but a chat request cannot continue a partial assistant turn portably, which is what
+writing step k+1 after steps 1..k is (see servers/prompting.py). The PRM and router are
+scored through sglang's `/classify`, vLLM's `/pooling` and our `/v1/arbitrage/prm` and
+`/v1/arbitrage/router`, which no LangChain client speaks. Batching is the server's
+(concurrent requests meet in its batcher) and needs nothing from the client. So the
+nodes keep servers/http_client.py, and langchain-openai is used where it fits: as the
+client of this endpoint (examples/langchain_agent.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+from arbitrage.agents.openai_format import (
+    SERVED_MODEL,
+    PipelineRequest,
+    ReplyWriter,
+    RequestError,
+    error_body,
+    read_chat_request,
+    read_completion_request,
+)
+from arbitrage.agents.reasoner import Reasoner, SettingError, Solution, StepEvent
+from arbitrage.config import Config
+from arbitrage.servers.batching import QueueFull
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class PipelineServer:
+    """`start()` serves on a background thread (tests, benchmarks); `serve_forever()` blocks (the CLI)."""
+
+    def __init__(self, reasoner: Reasoner, *, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+        self.reasoner = reasoner
+        self.verbose = verbose
+        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, *, max_batch: int = 32, **options) -> "PipelineServer":
+        return cls(Reasoner(config, max_batch=max_batch), **options)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "PipelineServer":
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="serve-pipeline", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        try:
+            self.httpd.serve_forever()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(5.0)
+            self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        self.httpd.server_close()
+        self.reasoner.close()
+
+    def __enter__(self) -> "PipelineServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def read(self, path: str, body: Any) -> PipelineRequest:
+        request = read_chat_request(body) if path == "/v1/chat/completions" else read_completion_request(body)
+        try:  # refuse a bad policy or threshold before any status line goes out
+            self.reasoner.settings(request.policy, request.threshold)
+        except SettingError as error:
+            raise RequestError(400, str(error), param=error.param) from None
+        return request
+
+    def events(self, request: PipelineRequest) -> Iterator[StepEvent | Solution]:
+        return self.reasoner.stream(request.problem, policy=request.policy, threshold=request.threshold)
+
+
+def _handler_for(server: PipelineServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # a streamed step should leave at once
+        timeout = 300
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/health":
+                self._send_json(200, {"status": "ok"})
+            elif path == "/v1/models":
+                card = {"id": SERVED_MODEL, "object": "model", "created": 0, "owned_by": "arbitrage"}
+                self._send_json(200, {"object": "list", "data": [card]})
+            elif path in ("/v1/chat/completions", "/v1/completions"):
+                self._send_json(405, error_body(f"{path} takes POST"))
+            else:
+                self._send_json(404, error_body(f"no endpoint GET {path} on this server"))
+
+        def do_POST(self) -> None:
+            path = self.path.split("?", 1)[0]
+            try:
+                body = self._read_body()  # also for a wrong path, so a kept-alive connection stays in step
+                if path not in ("/v1/chat/completions", "/v1/completions"):
+                    raise RequestError(404, f"no endpoint POST {path} on this server")
+                request = server.read(path, body)
+            except RequestError as error:
+                self._send_json(error.status, error_body(str(error), param=error.param, code=error.code))
+                return
+            writer = ReplyWriter(chat=path == "/v1/chat/completions")
+            if request.stream:
+                self._stream(request, writer)
+                return
+            try:
+                solution = next(event for event in server.events(request) if isinstance(event, Solution))
+            except QueueFull as error:
+                self._send_json(503, error_body(f"server busy: {error}", "server_busy"))
+                return
+            except Exception as error:
+                log.exception("%s failed", path)
+                self._send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
+                return
+            self._send_json(200, writer.complete(solution))
+
+        def _stream(self, request: PipelineRequest, writer: ReplyWriter) -> None:
+            events = server.events(request)
+            try:
+                first = next(events)  # errors before the first step still get a status code
+            except QueueFull as error:
+                self._send_json(503, error_body(f"server busy: {error}", "server_busy"))
+                return
+            except Exception as error:
+                log.exception("stream failed before its first step")
+                self._send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            separator = server.reasoner.config.separator
+            try:
+                event = first
+                while True:
+                    if isinstance(event, StepEvent):
+                        self._event(writer.step_chunk(event.index, event.step, separator,
+                                                      include_usage=request.include_usage))
+                    else:
+                        self._event(writer.final_chunk(event, include_usage=request.include_usage))
+                        if request.include_usage:
+                            self._event(writer.usage_chunk(event))
+                        break
+                    event = next(events)
+            except (BrokenPipeError, ConnectionResetError):
+                events.close()  # the client left: stop the problem after its current node
+                self.close_connection = True
+                return
+            except Exception as error:  # mid-stream: the status is sent, so the error goes in the stream
+                log.exception("stream failed")
+                events.close()
+                self._event(error_body(f"{type(error).__name__}: {error}", "server_error"))
+            try:
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _event(self, payload: dict) -> None:
+            self._chunk(b"data: " + json.dumps(payload, allow_nan=False).encode() + b"\n\n")
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _read_body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                raise RequestError(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES} limit")
+            raw = self.rfile.read(length) if length else b""
+            try:
+                return json.loads(raw) if raw else None
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise RequestError(400, f"request body is not valid JSON: {error}") from None
+
+        def _send_json(self, status: int, reply: dict) -> None:
+            data = json.dumps(reply, allow_nan=False).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def log_message(self, format: str, *args) -> None:
+            if server.verbose:
+                log.info("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def serve(config: Config, *, host: str = "127.0.0.1", port: int, max_batch: int = 32, verbose: bool = False,
+          on_ready=None) -> None:
+    """Serve until interrupted. The config's models load first; another policy's, when a request names it."""
+    server = PipelineServer.from_config(config, max_batch=max_batch, host=host, port=port, verbose=verbose)
+    server.reasoner.solver(config)  # load the config's models now, so "ready" means ready
+    if on_ready is not None:
+        on_ready(server)
+    server.serve_forever()
