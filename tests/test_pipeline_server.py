@@ -161,6 +161,8 @@ def test_concurrent_requests_share_batched_decode_steps(server, client):
     for problem, reply in zip(problems, replies):
         assert reply.choices[0].message.content == server.reasoner.solve(problem.problem).text
     assert max(server.reasoner.batch_sizes("draft")[before:]) > 1
+    stats = httpx.get(f"{server.url}/v1/arbitrage/stats").json()
+    assert stats["draft"]["max_batch"] > 1 and stats["draft"]["requests"] > stats["draft"]["batches"]
 
 
 def test_chat_openai_drives_the_server_with_and_without_streaming(server):

@@ -16,7 +16,8 @@ Endpoints (the formats are arbitrage/agents/openai_format.py's):
 - `POST /v1/completions`: the same with the problem as `prompt`.
 - Per request, `policy` and `threshold` (the openai client's `extra_body`) override the
   config's; a bad one is answered 400 with the field named in OpenAI's error shape.
-- `GET /v1/models` lists `arbitrage`; `GET /health`.
+- `GET /v1/models` lists `arbitrage`; `GET /health`; `GET /v1/arbitrage/stats`: per
+  role, the model calls so far and the requests they carried (batching at work).
 
 Every request runs the graph on its own thread; the models are shared through batchers
 (arbitrage/agents/reasoner.py), so requests in flight together share each decode step.
@@ -124,6 +125,14 @@ class PipelineServer:
             raise RequestError(400, str(error), param=error.param) from None
         return request
 
+    def stats(self) -> dict:
+        """Per role, how many model calls ran and how many requests they carried."""
+        out = {}
+        for role in ("draft", "target", "prm", "router"):
+            sizes = self.reasoner.batch_sizes(role)
+            out[role] = {"batches": len(sizes), "requests": sum(sizes), "max_batch": max(sizes, default=0)}
+        return out
+
     def events(self, request: PipelineRequest) -> Iterator[StepEvent | Solution]:
         return self.reasoner.stream(request.problem, policy=request.policy, threshold=request.threshold)
 
@@ -141,6 +150,8 @@ def _handler_for(server: PipelineServer):
             elif path == "/v1/models":
                 card = {"id": SERVED_MODEL, "object": "model", "created": 0, "owned_by": "arbitrage"}
                 self._send_json(200, {"object": "list", "data": [card]})
+            elif path == "/v1/arbitrage/stats":
+                self._send_json(200, server.stats())
             elif path in ("/v1/chat/completions", "/v1/completions"):
                 self._send_json(405, error_body(f"{path} takes POST"))
             else:
