@@ -14,6 +14,7 @@ from arbitrage.eval.datasets import load_problems
 from arbitrage.servers.factory import load_model
 from arbitrage.servers.http_server import ModelServer
 from arbitrage.servers.prompting import PrefixRenderer
+from arbitrage.servers.wire.completions import decode_completion_reply
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -26,14 +27,21 @@ def test_langchain_openai_completions_drop_the_stop_that_ended_a_step():
     with ModelServer("draft", load_model("draft", draft_cfg, config), config=config) as server:
         request = {"model": draft_cfg.path, "max_tokens": 192, "temperature": 0.0, "stop": [config.separator],
                    "logprobs": 1}
-        first = httpx.post(f"{server.url}/v1/completions", json={**request, "prompt": renderer.render(problem, [])},
-                           timeout=60).json()["choices"][0]
-        step = first["text"]
-        last = httpx.post(f"{server.url}/v1/completions", json={**request, "prompt": renderer.render(problem, [step])},
-                          timeout=60).json()["choices"][0]
-        # The server says which stop ended each: the separator (a step), then none (EOS: the solution).
-        assert (first["finish_reason"], first["matched_stop"]) == ("stop", config.separator)
-        assert (last["finish_reason"], last["matched_stop"]) == ("stop", None)
+
+        def complete(steps: list[str]) -> dict:
+            body = {**request, "prompt": renderer.render(problem, steps)}
+            return httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()
+
+        first_reply = complete([])
+        step = first_reply["choices"][0]["text"]
+        replies = [first_reply, complete([step])]
+    first, last = (reply["choices"][0] for reply in replies)
+    # The server says which stop ended each: the separator (a step), then none (EOS: the solution),
+    # and the nodes' own client (the wire's completions reader) reads exactly that.
+    assert (first["finish_reason"], first["matched_stop"]) == ("stop", config.separator)
+    assert (last["finish_reason"], last["matched_stop"]) == ("stop", None)
+    decoded = [decode_completion_reply(reply, config.separator, "arbitrage serve") for reply in replies]
+    assert [output.finish_reason for output in decoded] == ["separator", "eos"]
 
     # langchain-openai's completion client turns each reply choice into a Generation here
     # (OpenAI._generate -> create_llm_result; it sends prompts as a list, which sglang and vLLM

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbitrage.agents.reasoner import Solution
+from arbitrage.servers.wire import fields
 
 SERVED_MODEL = "arbitrage"
 
@@ -39,12 +40,12 @@ COMPLETION_FIELDS = frozenset({"model", "prompt", "stream", "stream_options", "n
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-class RequestError(Exception):
-    """A request the server refuses; `param` is the request field at fault."""
+class RequestError(fields.RequestError):
+    """A request the pipeline server refuses; `param` is the request field at fault, as
+    OpenAI's error object names it."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
+    def __init__(self, message: str, status: int = 400, *, param: str | None = None, code: str | None = None):
+        super().__init__(message, status)
         self.param = param
         self.code = code
 
@@ -69,44 +70,44 @@ def _is_set(value: Any) -> bool:
 
 def _unsupported(body: dict, name: str, why: str) -> None:
     if _is_set(body.get(name)):
-        raise RequestError(400, f"request field '{name}' is not supported: {why}", param=name)
+        raise RequestError(f"request field '{name}' is not supported: {why}", param=name)
 
 
 def _common(body: Any, endpoint_fields: frozenset[str]) -> tuple[bool, bool, str | None, float | None]:
     if not isinstance(body, dict):
-        raise RequestError(400, "the request body should be a JSON object")
+        raise RequestError("the request body should be a JSON object")
     unknown = sorted(set(body) - endpoint_fields - IGNORED_FIELDS)
     if unknown:
-        raise RequestError(400, f"unknown request field '{unknown[0]}'", param=unknown[0])
+        raise RequestError(f"unknown request field '{unknown[0]}'", param=unknown[0])
     model = body.get("model")
     if not isinstance(model, str):
-        raise RequestError(400, "request field 'model' is required and should be a string", param="model")
+        raise RequestError("request field 'model' is required and should be a string", param="model")
     if model != SERVED_MODEL:
-        raise RequestError(404, f"model '{model}' is not served here; this server serves '{SERVED_MODEL}'",
+        raise RequestError(f"model '{model}' is not served here; this server serves '{SERVED_MODEL}'", 404,
                            param="model", code="model_not_found")
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
-        raise RequestError(400, "request field 'stream' should be a boolean", param="stream")
+        raise RequestError("request field 'stream' should be a boolean", param="stream")
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
         if not stream:
-            raise RequestError(400, "request field 'stream_options' is only allowed with stream: true", param="stream_options")
+            raise RequestError("request field 'stream_options' is only allowed with stream: true", param="stream_options")
         if not isinstance(options, dict):
-            raise RequestError(400, "request field 'stream_options' should be an object", param="stream_options")
+            raise RequestError("request field 'stream_options' should be an object", param="stream_options")
         include_usage = options.get("include_usage") or False
         if not isinstance(include_usage, bool):
-            raise RequestError(400, "request field 'stream_options.include_usage' should be a boolean",
+            raise RequestError("request field 'stream_options.include_usage' should be a boolean",
                                param="stream_options.include_usage")
     n = body.get("n")
-    if n is not None and (isinstance(n, bool) or n != 1):
-        raise RequestError(400, f"request field 'n' must be 1, got {n!r}", param="n")
+    if n is not None and (not fields.is_kind(n, int) or n != 1):
+        raise RequestError(f"request field 'n' must be 1, got {n!r}", param="n")
     policy = body.get("policy")
     if policy is not None and not isinstance(policy, str):
-        raise RequestError(400, "request field 'policy' should be a policy name (string)", param="policy")
+        raise RequestError("request field 'policy' should be a policy name (string)", param="policy")
     threshold = body.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise RequestError(400, "request field 'threshold' should be a number", param="threshold")
+    if threshold is not None and not fields.is_kind(threshold, float):
+        raise RequestError("request field 'threshold' should be a number", param="threshold")
     _unsupported(body, "stop", "steps end on the configured separator, and a solution ends where the graph finishes it")
     _unsupported(body, "logprobs", "a solution mixes two models' tokens; per-step sources come in the 'arbitrage' field")
     return stream, include_usage, policy, None if threshold is None else float(threshold)
@@ -117,41 +118,41 @@ def read_chat_request(body: Any) -> PipelineRequest:
     for name in ("tools", "functions"):
         _unsupported(body, name, "the pipeline answers the problem in the last user message and calls no tools")
     if body.get("tool_choice") not in (None, "none", "auto"):
-        raise RequestError(400, "request field 'tool_choice' is not supported: the pipeline calls no tools",
+        raise RequestError("request field 'tool_choice' is not supported: the pipeline calls no tools",
                            param="tool_choice")
     _unsupported(body, "function_call", "the pipeline calls no functions")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
-        raise RequestError(400, "request field 'response_format' supports only {\"type\": \"text\"}",
+        raise RequestError("request field 'response_format' supports only {\"type\": \"text\"}",
                            param="response_format")
     modalities = body.get("modalities")
     if modalities is not None and modalities != ["text"]:
-        raise RequestError(400, "request field 'modalities' supports only [\"text\"]", param="modalities")
+        raise RequestError("request field 'modalities' supports only [\"text\"]", param="modalities")
     return PipelineRequest(problem_from_messages(body.get("messages")), stream, include_usage, policy, threshold)
 
 
 def problem_from_messages(messages: Any) -> str:
     """The text of the last user message (see the module docstring for the others)."""
     if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "request field 'messages' should be a non-empty list of messages", param="messages")
+        raise RequestError("request field 'messages' should be a non-empty list of messages", param="messages")
     last_user = None
     for index, message in enumerate(messages):
         where = f"messages.{index}"
         if not isinstance(message, dict):
-            raise RequestError(400, f"request field '{where}' should be an object", param=where)
+            raise RequestError(f"request field '{where}' should be an object", param=where)
         role = message.get("role")
         if role not in MESSAGE_ROLES:
-            raise RequestError(400, f"request field '{where}.role' should be one of {', '.join(MESSAGE_ROLES)}, "
+            raise RequestError(f"request field '{where}.role' should be one of {', '.join(MESSAGE_ROLES)}, "
                                f"got {role!r}", param=f"{where}.role")
         if role == "user":
             last_user = index
     if last_user is None:
-        raise RequestError(400, "request field 'messages' has no user message: the problem is the last user message",
+        raise RequestError("request field 'messages' has no user message: the problem is the last user message",
                            param="messages")
     where = f"messages.{last_user}.content"
     problem = _text_content(messages[last_user].get("content"), where)
     if not problem.strip():
-        raise RequestError(400, f"request field '{where}' is empty: it should hold the problem", param=where)
+        raise RequestError(f"request field '{where}' is empty: it should hold the problem", param=where)
     return problem
 
 
@@ -159,12 +160,12 @@ def _text_content(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise RequestError(400, f"request field '{where}' should be a string or a list of text parts", param=where)
+        raise RequestError(f"request field '{where}' should be a string or a list of text parts", param=where)
     texts = []
     for index, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise RequestError(400, f"request field '{where}.{index}' should be a text part, got {kind!r}",
+            raise RequestError(f"request field '{where}.{index}' should be a text part, got {kind!r}",
                                param=f"{where}.{index}")
         texts.append(part["text"])
     return "\n".join(texts)
@@ -176,14 +177,14 @@ def read_completion_request(body: Any) -> PipelineRequest:
     _unsupported(body, "suffix", "the pipeline writes no insertions")
     best_of = body.get("best_of")
     if best_of is not None and best_of != 1:
-        raise RequestError(400, f"request field 'best_of' must be 1, got {best_of!r}", param="best_of")
+        raise RequestError(f"request field 'best_of' must be 1, got {best_of!r}", param="best_of")
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise RequestError(400, "request field 'prompt' should be one string: the problem", param="prompt")
+        raise RequestError("request field 'prompt' should be one string: the problem", param="prompt")
     if not prompt.strip():
-        raise RequestError(400, "request field 'prompt' is empty: it should hold the problem", param="prompt")
+        raise RequestError("request field 'prompt' is empty: it should hold the problem", param="prompt")
     return PipelineRequest(prompt, stream, include_usage, policy, threshold)
 
 

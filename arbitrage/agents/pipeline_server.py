@@ -38,8 +38,9 @@ writing step k+1 after steps 1..k is (see servers/prompting.py). The PRM and rou
 scored through sglang's `/classify`, vLLM's `/pooling` and our `/v1/arbitrage/prm` and
 `/v1/arbitrage/router`, which no LangChain client speaks. Batching is the server's
 (concurrent requests meet in its batcher) and needs nothing from the client. So the
-nodes keep servers/http_client.py, and langchain-openai is used where it fits: as the
-client of this endpoint (examples/langchain_agent.py).
+nodes keep their own client (servers/http_client.py sending the calls of a
+servers/wire/ dialect, which reads `matched_stop` and `stop_reason`), and langchain-openai
+is used where it fits: as the client of this endpoint (examples/langchain_agent.py).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class PipelineServer:
         try:  # refuse a bad policy or threshold before any status line goes out
             self.reasoner.settings(request.policy, request.threshold)
         except SettingError as error:
-            raise RequestError(400, str(error), param=error.param) from None
+            raise RequestError(str(error), param=error.param) from None
         return request
 
     def stats(self) -> dict:
@@ -162,7 +163,7 @@ def _handler_for(server: PipelineServer):
             try:
                 body = self._read_body()  # also for a wrong path, so a kept-alive connection stays in step
                 if path not in ("/v1/chat/completions", "/v1/completions"):
-                    raise RequestError(404, f"no endpoint POST {path} on this server")
+                    raise RequestError(f"no endpoint POST {path} on this server", 404)
                 request = server.read(path, body)
             except RequestError as error:
                 self._send_json(error.status, error_body(str(error), param=error.param, code=error.code))
@@ -235,12 +236,12 @@ def _handler_for(server: PipelineServer):
         def _read_body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
-                raise RequestError(413, f"request body of {length} bytes is over the {MAX_BODY_BYTES} limit")
+                raise RequestError(f"request body of {length} bytes is over the {MAX_BODY_BYTES} limit", 413)
             raw = self.rfile.read(length) if length else b""
             try:
                 return json.loads(raw) if raw else None
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise RequestError(400, f"request body is not valid JSON: {error}") from None
+                raise RequestError(f"request body is not valid JSON: {error}") from None
 
         def _send_json(self, status: int, reply: dict) -> None:
             data = json.dumps(reply, allow_nan=False).encode()
