@@ -12,47 +12,41 @@ from typing import Optional
 
 import typer
 
-from arbitrage.cli_support import fail, set_torch_threads
-from arbitrage.config import ConfigError, load_config
+from arbitrage.cli_support import fail
+from arbitrage.servers.cli import (
+    CONFIG_OPTION,
+    HOST_OPTION,
+    MAX_BATCH_OPTION,
+    PORT_OPTION,
+    THREADS_OPTION,
+    VERBOSE_OPTION,
+    serve_from_config,
+)
+from arbitrage.servers.cli import serve_command as serve_model
 
 ROLES = ("draft", "target", "prm", "router", "pipeline")
 
 
 def serve_command(
-    config: Path = typer.Option(..., "--config", "-c", help="run config (YAML) naming the models"),
+    config: Path = CONFIG_OPTION,
     role: str = typer.Option(..., "--role", "-r", help="draft, target, prm or router (one model), or pipeline"),
-    port: int = typer.Option(..., "--port", "-p", min=0, max=65535, help="0 picks a free port"),
-    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind; loopback unless you say otherwise"),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="most concurrent requests run as one model call"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="torch CPU threads (several servers on few cores: 1 each)"
-    ),
+    port: int = PORT_OPTION,
+    host: str = HOST_OPTION,
+    max_batch: int = MAX_BATCH_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Serve one model (completions + scoring), or the pipeline as an OpenAI-compatible endpoint."""
     if role not in ROLES:
         fail(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
     if role != "pipeline":
-        from arbitrage.servers.cli import serve_command as serve_model
-
         serve_model(config=config, role=role, port=port, host=host, max_batch=max_batch, verbose=verbose,
                     threads=threads)
         return
     from arbitrage.agents.pipeline_server import serve
 
-    set_torch_threads(threads)
-    try:
-        cfg = load_config(config)
-    except ConfigError as error:
-        fail(str(error))
-
-    def ready(server) -> None:
-        # One line on stdout that scripts can wait for.
-        print(f"serving pipeline ({cfg.policy.name}) on {server.url}", flush=True)
-
-    try:
-        serve(cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready)
-    except (ConfigError, ValueError, OSError) as error:
-        fail(str(error))
-    except KeyboardInterrupt:
-        pass
+    serve_from_config(
+        config, threads,
+        lambda cfg, ready: serve(cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready),
+        lambda cfg, server: f"pipeline ({cfg.policy.name})",
+    )

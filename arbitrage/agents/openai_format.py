@@ -50,11 +50,6 @@ class RequestError(fields.RequestError):
         self.code = code
 
 
-def error_body(message: str, kind: str = "invalid_request_error", *, param: str | None = None, code: str | None = None) -> dict:
-    """OpenAI's error object, which the openai client raises as an APIStatusError with this message."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
 @dataclass(frozen=True)
 class PipelineRequest:
     problem: str

@@ -47,78 +47,40 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Iterator
 
 from arbitrage.agents.openai_format import (
     SERVED_MODEL,
     PipelineRequest,
     ReplyWriter,
     RequestError,
-    error_body,
     read_chat_request,
     read_completion_request,
 )
 from arbitrage.agents.reasoner import Reasoner, SettingError, Solution, StepEvent
 from arbitrage.config import Config
 from arbitrage.servers.batching import QueueFull
+from arbitrage.servers.http_service import HttpService, JsonHandler, error_body
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
-
-class PipelineServer:
+class PipelineServer(HttpService):
     """`start()` serves on a background thread (tests, benchmarks); `serve_forever()` blocks (the CLI)."""
 
     def __init__(self, reasoner: Reasoner, *, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
         self.reasoner = reasoner
         self.verbose = verbose
-        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_handler_for(self), host=host, port=port, name="serve-pipeline")
 
     @classmethod
     def from_config(cls, config: Config, *, max_batch: int = 32, **options) -> "PipelineServer":
         return cls(Reasoner(config, max_batch=max_batch), **options)
 
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "PipelineServer":
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="serve-pipeline", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        try:
-            self.httpd.serve_forever()
-        finally:
-            self._close()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(5.0)
-            self._thread = None
-        self._close()
-
-    def _close(self) -> None:
-        self.httpd.server_close()
+    def on_close(self) -> None:
         self.reasoner.close()
 
-    def __enter__(self) -> "PipelineServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def read(self, path: str, body: Any) -> PipelineRequest:
+    def read(self, path: str, body: object) -> PipelineRequest:
         request = read_chat_request(body) if path == "/v1/chat/completions" else read_completion_request(body)
         try:  # refuse a bad policy or threshold before any status line goes out
             self.reasoner.settings(request.policy, request.threshold)
@@ -139,34 +101,33 @@ class PipelineServer:
 
 
 def _handler_for(server: PipelineServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # a streamed step should leave at once
-        timeout = 300
+    class Handler(JsonHandler):
+        verbose = server.verbose
+        max_body_bytes = 4 * 1024 * 1024
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/health":
-                self._send_json(200, {"status": "ok"})
+                self.send_json(200, {"status": "ok"})
             elif path == "/v1/models":
                 card = {"id": SERVED_MODEL, "object": "model", "created": 0, "owned_by": "arbitrage"}
-                self._send_json(200, {"object": "list", "data": [card]})
+                self.send_json(200, {"object": "list", "data": [card]})
             elif path == "/v1/arbitrage/stats":
-                self._send_json(200, server.stats())
+                self.send_json(200, server.stats())
             elif path in ("/v1/chat/completions", "/v1/completions"):
-                self._send_json(405, error_body(f"{path} takes POST"))
+                self.send_json(405, error_body(f"{path} takes POST"))
             else:
-                self._send_json(404, error_body(f"no endpoint GET {path} on this server"))
+                self.send_json(404, error_body(f"no endpoint GET {path} on this server"))
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0]
             try:
-                body = self._read_body()  # also for a wrong path, so a kept-alive connection stays in step
+                body = self.read_json_body()  # also for a wrong path, so a kept-alive connection stays in step
                 if path not in ("/v1/chat/completions", "/v1/completions"):
                     raise RequestError(f"no endpoint POST {path} on this server", 404)
                 request = server.read(path, body)
             except RequestError as error:
-                self._send_json(error.status, error_body(str(error), param=error.param, code=error.code))
+                self.send_json(error.status, error_body(str(error), param=error.param, code=error.code))
                 return
             writer = ReplyWriter(chat=path == "/v1/chat/completions")
             if request.stream:
@@ -175,24 +136,24 @@ def _handler_for(server: PipelineServer):
             try:
                 solution = next(event for event in server.events(request) if isinstance(event, Solution))
             except QueueFull as error:
-                self._send_json(503, error_body(f"server busy: {error}", "server_busy"))
+                self.send_json(503, error_body(f"server busy: {error}", "server_busy"))
                 return
             except Exception as error:
                 log.exception("%s failed", path)
-                self._send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
+                self.send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
                 return
-            self._send_json(200, writer.complete(solution))
+            self.send_json(200, writer.complete(solution))
 
         def _stream(self, request: PipelineRequest, writer: ReplyWriter) -> None:
             events = server.events(request)
             try:
                 first = next(events)  # errors before the first step still get a status code
             except QueueFull as error:
-                self._send_json(503, error_body(f"server busy: {error}", "server_busy"))
+                self.send_json(503, error_body(f"server busy: {error}", "server_busy"))
                 return
             except Exception as error:
                 log.exception("stream failed before its first step")
-                self._send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
+                self.send_json(500, error_body(f"{type(error).__name__}: {error}", "server_error"))
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -232,31 +193,6 @@ def _handler_for(server: PipelineServer):
         def _chunk(self, data: bytes) -> None:
             self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
-
-        def _read_body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise RequestError(f"request body of {length} bytes is over the {MAX_BODY_BYTES} limit", 413)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                return json.loads(raw) if raw else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise RequestError(f"request body is not valid JSON: {error}") from None
-
-        def _send_json(self, status: int, reply: dict) -> None:
-            data = json.dumps(reply, allow_nan=False).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-
-        def log_message(self, format: str, *args) -> None:
-            if server.verbose:
-                log.info("%s %s", self.address_string(), format % args)
 
     return Handler
 

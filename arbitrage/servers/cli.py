@@ -30,35 +30,50 @@ DEFAULT_RUN_DIR = Path("runs/servers")
 console = Console()
 
 
+# The options of every serve command (also `arbitrage serve --role pipeline`, arbitrage/agents/cli.py).
+CONFIG_OPTION = typer.Option(..., "--config", "-c", help="run config (YAML) naming the models")
+PORT_OPTION = typer.Option(..., "--port", "-p", min=0, max=65535, help="0 picks a free port")
+HOST_OPTION = typer.Option("127.0.0.1", "--host", help="interface to bind; loopback unless you say otherwise")
+MAX_BATCH_OPTION = typer.Option(32, "--max-batch", min=1, help="most concurrent requests run as one model call")
+VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="log every request")
+THREADS_OPTION = typer.Option(None, "--threads", min=1, help="torch CPU threads (several servers on few cores: 1 each)")
+
+
 def serve_command(
-    config: Path = typer.Option(..., "--config", "-c", help="run config (YAML) naming the model"),
+    config: Path = CONFIG_OPTION,
     role: str = typer.Option(..., "--role", "-r", help="draft, target, prm or router"),
-    port: int = typer.Option(..., "--port", "-p", min=0, max=65535, help="0 picks a free port"),
-    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind; loopback unless you say otherwise"),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="most concurrent requests run as one model call"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="torch CPU threads (several servers on few cores: 1 each)"
-    ),
+    port: int = PORT_OPTION,
+    host: str = HOST_OPTION,
+    max_batch: int = MAX_BATCH_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
 ) -> None:
     """Serve one of the config's models over HTTP (completions + scoring), batching concurrent requests."""
     from arbitrage.servers.http_server import serve
 
-    set_torch_threads(threads)
-
     if role not in ("draft", "target", "prm", "router"):
         fail(f"--role must be draft, target, prm or router, got {role!r}")
+    serve_from_config(
+        config, threads,
+        lambda cfg, ready: serve(role, cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready),
+        lambda cfg, server: f"{role} ({server.name})",
+    )
+
+
+def serve_from_config(config_path: Path, threads: Optional[int], serve, describe) -> None:
+    """Load the config, run `serve(config, on_ready)` until interrupted, and print one line on
+    stdout that scripts can wait for: `serving {describe(config, server)} on URL`."""
+    set_torch_threads(threads)
     try:
-        cfg = load_config(config)
+        cfg = load_config(config_path)
     except ConfigError as error:
         fail(str(error))
 
     def ready(server) -> None:
-        # One line on stdout that scripts can wait for.
-        print(f"serving {role} ({server.name}) on {server.url}", flush=True)
+        print(f"serving {describe(cfg, server)} on {server.url}", flush=True)
 
     try:
-        serve(role, cfg, host=host, port=port, max_batch=max_batch, verbose=verbose, on_ready=ready)
+        serve(cfg, ready)
     except (ConfigError, ValueError, OSError) as error:
         fail(str(error))
     except KeyboardInterrupt:

@@ -10,16 +10,13 @@ Endpoints:
 - `GET /v1/arbitrage/stats`: how many requests each model call batched.
 
 Concurrent requests meet in a Batcher (servers/batching.py), so a backend with a
-batched method runs them as one forward pass. Stdlib http.server keeps the server free
-of extra dependencies; it binds 127.0.0.1 unless told otherwise.
+batched method runs them as one forward pass. It binds 127.0.0.1 unless told otherwise
+(servers/http_service.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from arbitrage.config import Config, ModelConfig
@@ -38,15 +35,15 @@ from arbitrage.servers.wire.arbitrage import (
     encode_router_reply,
 )
 from arbitrage.servers.wire.completions import COMPLETIONS_PATH, encode_completion_reply
+from arbitrage.servers.http_service import HttpService, JsonHandler, error_body
 from arbitrage.servers.wire.fields import RequestError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 GENERATOR_ROLES = ("draft", "target")
 
 
-class ModelServer:
+class ModelServer(HttpService):
     """Serve one loaded model. `start()` runs it on a background thread (tests, benchmarks);
     `serve_forever()` blocks (the CLI)."""
 
@@ -76,52 +73,10 @@ class ModelServer:
             self.batcher = prm_batcher(model, max_batch=max_batch)
         else:
             self.batcher = router_batcher(model, max_batch=max_batch)
-        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_handler_for(self), host=host, port=port, name=f"serve-{role}")
 
-    @property
-    def host(self) -> str:
-        return self.httpd.server_address[0]
-
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> "ModelServer":
-        # A short poll interval keeps stop() quick; idle cost is a few wakeups a second.
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"serve-{self.role}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        try:
-            self.httpd.serve_forever()
-        finally:
-            self._close()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(5.0)
-            self._thread = None
-        self._close()
-
-    def _close(self) -> None:
-        self.httpd.server_close()
+    def on_close(self) -> None:
         self.batcher.close()
-
-    def __enter__(self) -> "ModelServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---- request handling (called from handler threads) ----
 
@@ -141,13 +96,13 @@ class ModelServer:
             ROUTER_PATH: ("router", self._router),
         }
         if path not in routes:
-            return 404, _error(f"no endpoint {method} {path} on this server")
+            return 404, error_body(f"no endpoint {method} {path} on this server")
         if method != "POST":
-            return 405, _error(f"{path} takes POST")
+            return 405, error_body(f"{path} takes POST")
         kind, handler = routes[path]
         serves = "generator" if self.role in GENERATOR_ROLES else self.role
         if kind != serves:
-            return 404, _error(f"this server serves the {self.role} model; {path} needs a {kind} server")
+            return 404, error_body(f"this server serves the {self.role} model; {path} needs a {kind} server")
         if not isinstance(body, dict):
             raise RequestError("the request body should be a JSON object")
         return 200, handler(body)
@@ -175,15 +130,9 @@ class ModelServer:
         return encode_router_reply(scores, self.name)
 
 
-def _error(message: str, kind: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": kind}}
-
-
 def _handler_for(server: ModelServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, so clients reuse pooled connections
-        disable_nagle_algorithm = True  # replies are small; do not wait for a delayed ACK
-        timeout = 300  # an idle keep-alive connection frees its thread after this
+    class Handler(JsonHandler):
+        verbose = server.verbose
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -194,44 +143,16 @@ def _handler_for(server: ModelServer):
         def _dispatch(self, method: str) -> None:
             path = self.path.split("?", 1)[0]
             try:
-                body = self._read_body() if method == "POST" else None
+                body = self.read_json_body() if method == "POST" else None
                 status, reply = server.handle(method, path, body)
             except RequestError as error:
-                status, reply = error.status, _error(str(error))
+                status, reply = error.status, error_body(str(error))
             except QueueFull as error:
-                status, reply = 503, _error(f"server busy: {error}", "server_busy")
+                status, reply = 503, error_body(f"server busy: {error}", "server_busy")
             except Exception as error:
                 log.exception("%s %s failed", method, path)
-                status, reply = 500, _error(f"{type(error).__name__}: {error}", "server_error")
-            self._send(status, reply)
-
-        def _read_body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise RequestError(f"request body of {length} bytes is over the {MAX_BODY_BYTES} limit", status=413)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                return json.loads(raw) if raw else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise RequestError(f"request body is not valid JSON: {error}") from None
-
-        def _send(self, status: int, reply: dict) -> None:
-            try:
-                data = json.dumps(reply, allow_nan=False).encode()
-            except ValueError as error:
-                status, data = 500, json.dumps(_error(f"reply not encodable: {error}", "server_error")).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client gave up (timeout) or went away
-
-        def log_message(self, format: str, *args) -> None:
-            if server.verbose:
-                log.info("%s %s", self.address_string(), format % args)
+                status, reply = 500, error_body(f"{type(error).__name__}: {error}", "server_error")
+            self.send_json(status, reply)
 
     return Handler
 
