@@ -15,8 +15,6 @@ rerun that retries it resumes where it failed.
 
 from __future__ import annotations
 
-from arbitrage.errors import InputError
-
 import hashlib
 import json
 import os
@@ -24,6 +22,8 @@ import sqlite3
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+
+from arbitrage.errors import InputError
 
 
 class CheckpointFileError(InputError):
