@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
@@ -50,13 +52,48 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Request fields the completion request writes itself; `sampling.extra` may not set them.
+COMPLETION_REQUEST_FIELDS = frozenset(
+    {"model", "prompt", "messages", "max_tokens", "stop", "logprobs", "top_logprobs", "n", "stream",
+     "temperature", "top_p", "seed"}
+)
+
+
 class SamplingConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
+    extra: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="engine-specific request fields (e.g. repeat_penalty, top_k, min_p) sent verbatim on "
+        "every completion request to an HTTP server",
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_is_plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if key in COMPLETION_REQUEST_FIELDS:
+                raise ValueError(f"{key!r} is a field the request sets itself; use sampling.{key} or leave it out"
+                                 if key in ("temperature", "top_p", "seed") else
+                                 f"{key!r} is a field the request sets itself")
+            _check_finite(item, key)
+        return value
 
     def params(self) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, seed=self.seed, extra=dict(self.extra))
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """JSON has no NaN or infinity; a server would refuse the request or read garbage."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value} is not a finite number")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}.{index}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
 
 
 class PromptConfig(_Strict):
@@ -66,6 +103,11 @@ class PromptConfig(_Strict):
     format: Literal["raw", "chat"] = "raw"
     template: str = LAB_PROMPT_TEMPLATE
     system: str | None = None
+    chat_template: Literal["tokenizer", "server"] = Field(
+        "tokenizer",
+        description="chat only: render with the model's tokenizer here (a directory or, with gguf_file, a GGUF), "
+        "or let an HTTP server apply its own template over /v1/chat/completions",
+    )
 
     @field_validator("template")
     @classmethod
@@ -229,14 +271,25 @@ class ModelConfig(_Strict):
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    # Which server speaks at base_url: its dialect in servers/wire/ (one name per entry of DIALECTS there).
-    api: Literal["sglang", "vllm", "arbitrage"] = "sglang"
+    # Which server speaks at base_url: its dialect in servers/wire/ (one name per entry of DIALECTS there);
+    # `openai` is any other OpenAI-compatible server (llama.cpp, Ollama, LM Studio, TGI, ...).
+    api: Literal["sglang", "vllm", "arbitrage", "openai"] = "sglang"
     launch: LaunchConfig | None = None
+    # Router only: a feature router fitted on another draft reads logprobs it never saw; refused unless set.
+    allow_foreign_router: bool = False
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelConfig":
         if self.backend == "openai" and not self.base_url:
             raise ValueError("base_url is required when backend is 'openai'")
+        if self.backend == "transformers" and self.sampling.extra:
+            raise ValueError("sampling.extra is sent only to an HTTP server (backend: openai); "
+                             "the in-process backend reads none of it")
+        if self.prompt.chat_template == "server":
+            if self.backend != "openai":
+                raise ValueError("prompt.chat_template 'server' needs backend: openai (a server that holds the template)")
+            if self.prompt.format != "chat":
+                raise ValueError("prompt.chat_template 'server' applies only with prompt.format: chat")
         return self
 
     def is_lab_model(self) -> bool:

@@ -26,13 +26,15 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    # Engine-specific request fields (repeat_penalty, top_k, ...), sent verbatim over HTTP.
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
     def to_openai_kwargs(self) -> dict:
-        kwargs: dict = {"temperature": self.temperature, "top_p": self.top_p}
+        kwargs: dict = {**self.extra, "temperature": self.temperature, "top_p": self.top_p}
         if self.seed is not None:
             kwargs["seed"] = self.seed
         return kwargs

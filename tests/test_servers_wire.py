@@ -338,11 +338,14 @@ def test_arbitrage_router_score_out_of_range(canned):
 def test_configs_the_http_backend_cannot_serve_fail_at_load(tmp_path):
     from arbitrage.config import ConfigError
 
-    with pytest.raises(ConfigError, match="prm_style 'judge' over api 'sglang' is not supported"):
-        HttpPRM(model_cfg("http://127.0.0.1:1", prm_style="judge"), SEP)
+    missing = str(tmp_path / "missing-model")
+    with pytest.raises(ConfigError, match="prm_style 'skywork' over api 'openai' is not supported .it scores: judge."):
+        HttpPRM(model_cfg("http://127.0.0.1:1", api="openai"), SEP)
+    # A judge renders its question with the served model's chat template: it needs the tokenizer, or the server's template.
+    with pytest.raises(ConfigError, match=r"could not load the tokenizer .*missing-model.*prompt.chat_template: server"):
+        HttpPRM(model_cfg("http://127.0.0.1:1", prm_style="judge", path=missing), SEP, where="models.prm")
     with pytest.raises(ConfigError, match="router_kind 'features' needs no model server"):
         HttpRouter(model_cfg("http://127.0.0.1:1", router_kind="features"), SEP)
-    missing = str(tmp_path / "missing-model")
     with pytest.raises(ConfigError, match=r"models.draft: could not load the tokenizer .*missing-model.*set models.draft.tokenizer"):
         HttpGenerator(model_cfg("http://127.0.0.1:1", prompt={"format": "chat"}, path=missing), SEP, where="models.draft")
 

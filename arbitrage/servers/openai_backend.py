@@ -26,6 +26,13 @@ class HttpGenerator:
         self.dialect = dialect_for(model_cfg, separator)
         self.default_sampling = model_cfg.sampling.params()
         tokenizer = None
+        if model_cfg.prompt.chat_template == "server" and not self.dialect.renders_chat:
+            raise ConfigError(
+                f"{where}.prompt.chat_template: 'server' is not supported for a generator over api "
+                f"'{model_cfg.api}' (continuing a partial assistant turn is not portable across servers); "
+                f"set {where}.tokenizer to the served model's tokenizer directory or .gguf file, "
+                f"or {where}.gguf_file to the GGUF in {where}.path"
+            )
         if model_cfg.prompt.format == "chat" and not self.dialect.renders_chat:
             tokenizer = load_tokenizer(model_cfg, where)
             if not getattr(tokenizer, "chat_template", None):
@@ -61,13 +68,15 @@ class HttpPRM:
         self.dialect = dialect_for(model_cfg, separator)
         if model_cfg.prm_style not in self.dialect.prm_styles:
             raise ConfigError(
-                f"{where}: prm_style '{model_cfg.prm_style}' over api '{model_cfg.api}' is not supported; serve "
-                "the PRM with `arbitrage serve` and set api: arbitrage, or use backend: transformers"
+                f"{where}: prm_style '{model_cfg.prm_style}' over api '{model_cfg.api}' is not supported "
+                f"(it scores: {', '.join(sorted(self.dialect.prm_styles))}); serve the PRM with `arbitrage serve` "
+                "and set api: arbitrage, or use backend: transformers"
             )
         self.model_cfg = model_cfg
         self.client = client or JsonHttpClient.for_model(model_cfg)
         tokenizer = load_tokenizer(model_cfg, where) if self.dialect.prm_wants_tokenizer(model_cfg) else None
-        self.input = PrmInput(model_cfg.prm_style, separator, system=model_cfg.prompt.system, tokenizer=tokenizer)
+        self.input = PrmInput(model_cfg.prm_style, separator, system=model_cfg.prompt.system, tokenizer=tokenizer,
+                              chat_on_server=model_cfg.prompt.chat_template == "server")
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:
         steps = list(steps)

@@ -8,7 +8,10 @@ read over HTTP comes from the tokens the in-process PRM would score.
   chat layout with the card's system prompt, the problem as the user turn and the steps,
   each followed by the step tag `<extra_0>`, as the assistant turn; a step's reward sits
   at its tag.
-- `judge`: a causal LM asked whether the latest step is correct.
+- `judge`: a causal LM asked whether the latest step is correct (`JUDGE_QUESTION`), as
+  the user turn of its chat template when its tokenizer has one, else as plain text
+  followed by "\nAnswer:"; reward = P(Yes) / (P(Yes) + P(No)) over the next token, each
+  answer the sum over its spellings `JUDGE_YES` / `JUDGE_NO`.
 
 The router's input lives beside this, in servers/router_input.py.
 """
@@ -26,6 +29,8 @@ JUDGE_QUESTION = (
     "Latest step:\n{step}\n\n"
     "Is the latest step correct? Answer Yes or No."
 )
+JUDGE_YES = ("Yes", " Yes", "yes", " yes")
+JUDGE_NO = ("No", " No", "no", " no")
 
 
 def skywork_text(problem: str, steps: Sequence[str], separator: str) -> str:
@@ -88,15 +93,33 @@ def judge_question(problem: str, steps: Sequence[str]) -> str:
     return JUDGE_QUESTION.format(problem=problem, previous="\n\n".join(steps[:-1]) or "(none)", step=steps[-1])
 
 
+def judge_messages(problem: str, steps: Sequence[str], system: str | None) -> list[dict]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": judge_question(problem, steps)})
+    return messages
+
+
+def judge_text(problem: str, steps: Sequence[str], system: str | None, tokenizer=None) -> tuple[str, bool]:
+    """(the judge's prompt as text, whether the tokenizer's special tokens such as BOS are
+    still to be added). A tokenizer with a chat template renders the question as the user
+    turn, which carries its own special tokens; otherwise the plain question."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(judge_messages(problem, steps, system), add_generation_prompt=True, tokenize=False)
+        return text, False
+    return judge_question(problem, steps) + "\nAnswer:", True
+
+
 class PrmInput:
     """One PRM's input for a scoring server: the text whose last token carries the newest
     step's reward (for last-token pooling), or token ids with every step's reward position
     (for per-token rows, which needs the served model's tokenizer)."""
 
-    STYLES = ("skywork", "qwen")  # a judge's input is a question the server itself asks
+    STYLES = ("skywork", "qwen")  # read at a scoring endpoint; a judge's question goes to completions
 
-    def __init__(self, style: str, separator: str, *, system: str | None = None, tokenizer=None):
+    def __init__(self, style: str, separator: str, *, system: str | None = None, tokenizer=None,
+                 chat_on_server: bool = False):
         self.style, self.separator, self.system, self.tokenizer = style, separator, system, tokenizer
+        self.chat_on_server = chat_on_server  # judge: the server applies its own chat template
 
     def last_token_text(self, problem: str, steps: Sequence[str]) -> str:
         if self.style == "skywork":

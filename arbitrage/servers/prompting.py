@@ -12,22 +12,33 @@ stop strings, finish reasons and logprobs on every server.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from arbitrage.config import ConfigError, ModelConfig, PromptConfig
 
 
 def load_tokenizer(model_cfg: ModelConfig, where: str):
-    """The served model's tokenizer; trust_remote_code only when the config says so."""
-    name = model_cfg.tokenizer or model_cfg.path
+    """The served model's tokenizer: `tokenizer` (a directory, hub id or .gguf file), else
+    `path` with `gguf_file`; trust_remote_code only when the config says so."""
+    name, gguf_file = (model_cfg.tokenizer, None) if model_cfg.tokenizer else (model_cfg.path, model_cfg.gguf_file)
+    if gguf_file is None and name.endswith(".gguf") and Path(name).is_file():
+        name, gguf_file = str(Path(name).parent), Path(name).name
+    kwargs = {"trust_remote_code": model_cfg.trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, **kwargs)
     except Exception as error:  # transformers raises OSError, ValueError, HF hub errors...
+        shown = f"{name!r} with gguf_file {gguf_file!r}" if gguf_file else repr(name)
         raise ConfigError(
-            f"{where}: could not load the tokenizer {name!r} ({type(error).__name__}: {str(error)[:200]}); "
-            f"set {where}.tokenizer to a local directory holding the served model's tokenizer"
+            f"{where}: could not load the tokenizer {shown} ({type(error).__name__}: {str(error)[:200]}); "
+            f"set {where}.tokenizer to a local directory holding the served model's tokenizer (or its .gguf file), "
+            f"or {where}.gguf_file to the GGUF in {where}.path"
+            + (f", or {where}.prompt.chat_template: server where the server applies its own template"
+               if model_cfg.prompt.format == "chat" or model_cfg.prm_style == "judge" else "")
         ) from None
 
 
@@ -39,6 +50,17 @@ def _adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos_id
 
 
+def strip_added_bos(tokenizer, text: str) -> str:
+    """A rendered chat text as a server should get it: the server tokenizes the prompt
+    with special tokens, so a template that already starts with BOS (Llama 3) would get
+    two. A template without BOS for a tokenizer that adds one cannot be matched through
+    text; no common chat model is built that way."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and _adds_bos(tokenizer):
+        return text[len(bos):]
+    return text
+
+
 class PrefixRenderer:
     """`prompt(problem)` followed by each accepted step and the separator."""
 
@@ -46,11 +68,6 @@ class PrefixRenderer:
         self.prompt = prompt
         self.separator = separator
         self.tokenizer = tokenizer
-        # The server tokenizes the prompt with special tokens; a chat template that
-        # already starts with BOS (Llama 3) would otherwise give two. A template without
-        # BOS for a tokenizer that adds one cannot be matched through text; no common
-        # chat model is built that way.
-        self._strip_bos = tokenizer is not None and _adds_bos(tokenizer)
 
     def head(self, problem: str) -> str:
         if self.prompt.format == "raw" or self.tokenizer is None:
@@ -58,11 +75,7 @@ class PrefixRenderer:
         # The same rendering as the in-process generator.
         from arbitrage.servers.transformers_backend.prompting import render_prompt
 
-        text = render_prompt(self.tokenizer, self.prompt, problem)
-        bos = getattr(self.tokenizer, "bos_token", None)
-        if self._strip_bos and bos and text.startswith(bos):
-            text = text[len(bos) :]
-        return text
+        return strip_added_bos(self.tokenizer, render_prompt(self.tokenizer, self.prompt, problem))
 
     def render(self, problem: str, steps: Sequence[str]) -> str:
         return self.head(problem) + "".join(step + self.separator for step in steps)

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.servers.prm_input import QWEN_STEP_TAG, judge_question, qwen_input_ids, skywork_input_ids
+from arbitrage.servers.prm_input import JUDGE_NO, JUDGE_YES, QWEN_STEP_TAG, judge_text, qwen_input_ids, skywork_input_ids
 from arbitrage.servers.transformers_backend.batch_cache import (
     extract_row, length_groups, padded_forward, start_batch, supports_row_surgery,
 )
@@ -113,7 +113,6 @@ class JudgePRM:
 
     def __init__(self, loaded: LoadedModel, system: str | None, *, memo_size: int = 4096):
         self.loaded, self.system, self.memo_size = loaded, system, memo_size
-        self.chat = bool(getattr(loaded.tokenizer, "chat_template", None))
         self.yes_ids, self.no_ids = self._answer_ids(loaded.tokenizer)
         self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
         self._memo: OrderedDict[tuple, float] = OrderedDict()
@@ -126,22 +125,16 @@ class JudgePRM:
         def first_ids(words):
             return {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words}
 
-        yes = first_ids(["Yes", " Yes", "yes", " yes"])
-        no = first_ids(["No", " No", "no", " no"])
+        yes = first_ids(JUDGE_YES)
+        no = first_ids(JUDGE_NO)
         yes, no = sorted(yes - no), sorted(no - yes)
         if not yes or not no:
             raise ValueError("prm_style 'judge': the tokenizer cannot tell 'Yes' from 'No' by their first token")
         return yes, no
 
     def prompt_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
-        question = judge_question(problem, steps)
-        tokenizer = self.loaded.tokenizer
-        if self.chat:
-            messages = [{"role": "system", "content": self.system}] if self.system else []
-            messages.append({"role": "user", "content": question})
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return tokenizer(text, add_special_tokens=False)["input_ids"]
-        return tokenizer(question + "\nAnswer:", add_special_tokens=True)["input_ids"]
+        text, add_special = judge_text(problem, steps, self.system, self.loaded.tokenizer)
+        return self.loaded.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
     def score_last(self, problem: str, steps: Sequence[str]) -> float:
         """P(Yes) for the last step of `steps` given the ones before it (the graph's

@@ -1,52 +1,55 @@
 """What every dialect is: the base class the HTTP clients (servers/openai_backend.py)
-hold, and `Call`, the one request plus the reading of its reply that each of its
-methods returns. Generation is OpenAI completions on every server, so the base speaks
-it; scoring is each server's own."""
+hold; each of its methods returns a `Call` (servers/wire/call.py). Generation is OpenAI completions on every server, so the base speaks
+it, and so is a judge PRM (servers/wire/judge.py); other scoring is each server's own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generic, Sequence, TypeVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import RouterQuery, StepOutput, StepRequest
-from arbitrage.servers.http_client import JsonHttpClient
 from arbitrage.servers.prm_input import PrmInput
-from arbitrage.servers.wire.completions import COMPLETIONS_PATH, decode_completion_reply, encode_completion_request
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One POST: its path and body, and `read(reply JSON, url) -> value`."""
-
-    path: str
-    body: dict
-    read: Callable[[Any, str], T]
-    retries: int | None = None  # None: the client's configured retries
-
-    def send(self, client: JsonHttpClient) -> T:
-        return self.read(client.post_json(self.path, self.body, retries=self.retries), client.url(self.path))
+from arbitrage.servers.wire import judge
+from arbitrage.servers.wire.call import Call
+from arbitrage.servers.wire.completions import (
+    COMPLETIONS_PATH,
+    Completion,
+    decode_completion_reply,
+    encode_completion_request,
+    resolve_stop,
+    stop_probe_request,
+)
 
 
 class Dialect:
     """How the client speaks to one kind of model server (`models.<role>.api`)."""
 
     name: ClassVar[str]
-    prm_styles: ClassVar[frozenset[str]] = frozenset()  # the PRM conventions it can score
+    # The PRM conventions it can score; a judge asks over completions, which every server has.
+    prm_styles: ClassVar[frozenset[str]] = frozenset({"judge"})
     scores_router: ClassVar[bool] = False
     # True: the server renders chat prompts itself from the structured request, so the
     # client needs no tokenizer for them.
     renders_chat: ClassVar[bool] = False
 
-    def __init__(self, model: str, separator: str):
-        self.model, self.separator = model, separator
+    def __init__(self, model: str, separator: str, *, extra: Mapping[str, Any] | None = None):
+        """`extra`: the role's `sampling.extra`, sent on its scoring requests too."""
+        self.model, self.separator, self.extra = model, separator, dict(extra or {})
 
     def step(self, prompt: str, request: StepRequest) -> Call[StepOutput]:
         """`prompt`: the rendered prefix, `prompt(problem)` and the steps."""
         body = encode_completion_request(self.model, prompt, request, self.separator)
-        return Call(COMPLETIONS_PATH, body, lambda reply, url: decode_completion_reply(reply, self.separator, url))
+
+        def read(reply: Any, url: str) -> StepOutput | Call[StepOutput]:
+            step = decode_completion_reply(reply, self.separator, url)
+            return self._stop_probe(prompt, step, request) if isinstance(step, Completion) else step
+
+        return Call(COMPLETIONS_PATH, body, read)
+
+    def _stop_probe(self, prompt: str, completion: Completion, request: StepRequest) -> Call[StepOutput]:
+        """Whether a stop the server did not name was EOS or the separator (completions.py)."""
+        body = stop_probe_request(self.model, prompt, completion, request)
+        return Call(COMPLETIONS_PATH, body, lambda reply, url: resolve_stop(reply, completion, url))
 
     def end_session(self, session: str) -> Call[str] | None:
         """None: nothing to send (sglang and vLLM keep shared prefixes in their prefix caches unasked)."""
@@ -54,13 +57,25 @@ class Dialect:
 
     def prm_wants_tokenizer(self, model_cfg: ModelConfig) -> bool:
         """Whether the PRM client should load the served model's tokenizer (a configured
-        one also renders chat layouts exactly)."""
+        one also renders chat layouts exactly). A judge renders its question with the
+        tokenizer's chat template, as the in-process judge does, unless the server's own
+        template is asked for."""
+        if model_cfg.prm_style == "judge":
+            return model_cfg.prompt.chat_template != "server"
         return bool(model_cfg.tokenizer)
 
     def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
         """Every step's reward, or with `last_only` a list of the newest step's alone;
-        `steps` is never empty. Only called for a style in `prm_styles`."""
-        raise NotImplementedError(f"api '{self.name}' has no PRM scoring endpoint")
+        `steps` is never empty. Only called for a style in `prm_styles`; the base asks a judge."""
+        if prm_input.style != "judge":
+            raise NotImplementedError(f"api '{self.name}' has no PRM scoring endpoint")
+        return self.judge_rewards(prm_input, problem, steps, last_only=last_only)
+
+    def judge_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
+        """P(Yes) for each step (servers/wire/judge.py): one request per step scored."""
+        first = len(steps) - 1 if last_only else 0
+        calls = [judge.question_call(self.model, prm_input, problem, steps[: i + 1], self.extra) for i in range(first, len(steps))]
+        return judge.chain(calls)
 
     def router_score(self, query: RouterQuery) -> Call[float]:
         """Only called when `scores_router`."""

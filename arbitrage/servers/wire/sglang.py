@@ -29,10 +29,12 @@ T = TypeVar("T")
 
 class SglangDialect(Dialect):
     name = "sglang"
-    prm_styles = frozenset(PrmInput.STYLES)
+    prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
 
     def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
+        if prm_input.style == "judge":
+            return self.judge_rewards(prm_input, problem, steps, last_only=last_only)
         first = len(steps) - 1 if last_only else 0
         texts = [prm_input.last_token_text(problem, steps[: i + 1]) for i in range(first, len(steps))]
         return self._classify(

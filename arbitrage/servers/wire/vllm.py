@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 class VllmDialect(Dialect):
     name = "vllm"
-    prm_styles = frozenset(PrmInput.STYLES)
+    prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
 
     def prm_wants_tokenizer(self, model_cfg: ModelConfig) -> bool:
@@ -37,6 +37,8 @@ class VllmDialect(Dialect):
         return super().prm_wants_tokenizer(model_cfg) or model_cfg.prm_style == "skywork"
 
     def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
+        if prm_input.style == "judge":
+            return self.judge_rewards(prm_input, problem, steps, last_only=last_only)
         ends = None
         if prm_input.tokenizer is not None:
             model_input, ends = prm_input.token_ids(problem, steps)
