@@ -78,10 +78,14 @@ def train(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if kind == "features":
-        from arbitrage.router.fit_features import fit_feature_router
+        from arbitrage.router.fit_features import data_draft, fit_feature_router
 
+        try:
+            draft = data_draft(data)  # recorded, so the router refuses another draft's features
+        except ValueError as error:
+            fail(str(error))
         rows = downsample_majority(train_rows, seed) if downsample else train_rows
-        router = fit_feature_router(rows, seed=seed)
+        router = fit_feature_router(rows, seed=seed, draft=draft)
         router.save(output)
         metrics = router_metrics([router.score_row(r) for r in validation_rows], validation_rows)
         typer.echo(json.dumps({"validation": metrics}, indent=2))

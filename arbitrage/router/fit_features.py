@@ -1,14 +1,19 @@
-"""Fit the zero-cost feature router (arbitrage/servers/feature_router.py) on router rows."""
+"""Fit the zero-cost feature router (arbitrage/servers/feature_router.py) on router rows,
+recording the draft that wrote them."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
-from arbitrage.servers.feature_router import FEATURES, FeatureRouter, row_features
+from arbitrage.config import ModelConfig
+from arbitrage.eval.run import CONFIG_FILE
+from arbitrage.servers.feature_router import FEATURES, FeatureRouter, draft_identity, row_features, same_draft
 
 
 def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
-                       features: Sequence[str] = FEATURES) -> FeatureRouter:
+                       features: Sequence[str] = FEATURES, draft: dict | None = None) -> FeatureRouter:
     """Fit on binary labels; rows are expected already balanced if balancing is wanted."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -20,4 +25,22 @@ def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
     mean = x.mean(axis=0)
     scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
     model = LogisticRegression(C=C, random_state=seed, max_iter=1000).fit((x - mean) / scale, y)
-    return FeatureRouter(features, mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]))
+    return FeatureRouter(features, mean.tolist(), scale.tolist(), model.coef_[0].tolist(), float(model.intercept_[0]),
+                         draft=draft)
+
+
+def data_draft(data_dir: str | Path) -> dict | None:
+    """`draft_identity` of the draft of the generate runs under a router data directory
+    (arbitrage/router/build_data.py); None when none recorded its config. Raises
+    ValueError when its shards were written by different drafts."""
+    found: list[dict] = []
+    for config_path in sorted(Path(data_dir).glob(f"generate*/{CONFIG_FILE}")):
+        draft = json.loads(config_path.read_text()).get("models", {}).get("draft")
+        if draft is None:
+            continue
+        identity = draft_identity(ModelConfig.model_validate(draft))
+        if found and not same_draft(found[0], identity):
+            raise ValueError(f"{config_path.parent} was generated with draft {identity['path']!r}, "
+                             f"another shard with {found[0]['path']!r}; fit one router per draft")
+        found.append(identity)
+    return found[0] if found else None

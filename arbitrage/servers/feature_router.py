@@ -4,16 +4,25 @@
 Weights are saved as JSON (no pickle): the names of the features the router reads,
 their standardisation and the coefficients. A router reads its features by name, so
 a router fitted on a subset (or on an older feature set) keeps loading and reads only its own.
+
+The features are standardised on one draft's logprobs, so the JSON also records that
+draft (`draft`: its path, served model name and, where local, checkpoint fingerprint);
+`check_router_draft` refuses the router beside another draft unless the config allows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
+from arbitrage.config import ConfigError, ModelConfig
 from arbitrage.protocols import RouterQuery
+from arbitrage.servers.checkpoint_fingerprint import path_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 class DraftSignals(NamedTuple):
@@ -65,7 +74,7 @@ class FeatureRouter:
     """Router protocol over named draft features; probability from a standardised logistic model."""
 
     def __init__(self, features: Sequence[str], mean: Sequence[float], scale: Sequence[float], coef: Sequence[float],
-                 intercept: float):
+                 intercept: float, *, draft: dict | None = None):
         unknown = [name for name in features if name not in FEATURE_FUNCTIONS]
         if unknown or not features:
             raise ValueError(f"feature router: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)}")
@@ -74,6 +83,7 @@ class FeatureRouter:
                              f"and {len(coef)} coefficients")
         self.features = tuple(features)
         self.mean, self.scale, self.coef, self.intercept = list(mean), list(scale), list(coef), float(intercept)
+        self.draft = draft  # draft_identity() of the draft it was fitted on; None: not recorded
 
     def probability(self, features: Sequence[float]) -> float:
         z = self.intercept + sum(c * (x - m) / s for c, x, m, s in zip(self.coef, features, self.mean, self.scale))
@@ -89,7 +99,7 @@ class FeatureRouter:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         payload = {"kind": KIND, "features": list(self.features), "mean": self.mean, "scale": self.scale,
-                   "coef": self.coef, "intercept": self.intercept}
+                   "coef": self.coef, "intercept": self.intercept, "draft": self.draft}
         (directory / "feature_router.json").write_text(json.dumps(payload, indent=2))
 
     @classmethod
@@ -101,6 +111,46 @@ class FeatureRouter:
         if payload.get("kind") != KIND:
             raise ValueError(f"{path} is not a feature router (kind {payload.get('kind')!r}, expected {KIND!r})")
         try:
-            return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"])
+            return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"],
+                       draft=payload.get("draft"))
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
+
+
+def draft_identity(model_cfg: ModelConfig) -> dict:
+    """What names a draft: its path, the model name its server answers to, and the
+    fingerprint of the local checkpoint at its path (None for a hub id or a remote one)."""
+    return {"path": model_cfg.path, "model": model_cfg.model, "fingerprint": path_fingerprint(model_cfg.path)}
+
+
+def same_draft(recorded: dict, current: dict) -> bool:
+    """Fingerprints decide where both are known (a copy elsewhere is the same draft,
+    retrained weights at the same path are not); otherwise a shared path or model name."""
+    if recorded.get("fingerprint") and current.get("fingerprint"):
+        return recorded["fingerprint"] == current["fingerprint"]
+    names = {recorded.get("path"), recorded.get("model")} - {None}
+    return bool(names & ({current.get("path"), current.get("model")} - {None}))
+
+
+def check_router_draft(router: FeatureRouter, draft_cfg: ModelConfig | None, *, allow_foreign: bool,
+                       where: str = "models.router") -> None:
+    """ConfigError when `router` was fitted on another draft than `draft_cfg`, unless
+    `allow_foreign`; a warning when the router records no draft."""
+    if draft_cfg is None:
+        return
+    if router.draft is None:
+        log.warning("%s: the feature router records no draft it was fitted on; its features are standardised on "
+                    "that draft's logprobs, so with another draft its scores mean nothing (refit it with "
+                    "`arbitrage router train --kind features`)", where)
+        return
+    if same_draft(router.draft, draft_identity(draft_cfg)):
+        return
+    fitted = router.draft.get("model") or router.draft.get("path")
+    message = (f"{where}: the feature router was fitted on draft {fitted!r}, but models.draft is {draft_cfg.path!r}"
+               f"{' (other weights at the same path)' if fitted == draft_cfg.path else ''}; its features are "
+               "standardised on its own draft's logprobs, so it would not score this draft's steps meaningfully. "
+               "Refit it on this draft (`arbitrage router train --kind features`), or set "
+               f"{where}.allow_foreign_router: true to use it anyway")
+    if not allow_foreign:
+        raise ConfigError(message)
+    log.warning("%s (allowed by allow_foreign_router)", message.split("; its features")[0])

@@ -39,8 +39,10 @@ def load_prm(model_cfg: ModelConfig, config: Config):
 def load_router(model_cfg: ModelConfig, config: Config):
     role = role_of(model_cfg, config, "router")
     if model_cfg.router_kind == "features":
-        from arbitrage.servers.feature_router import FeatureRouter
+        from arbitrage.servers.feature_router import FeatureRouter, check_router_draft
 
-        return FeatureRouter.load(resolve_path(model_cfg.path, role))
+        router = FeatureRouter.load(resolve_path(model_cfg.path, role))
+        check_router_draft(router, config.models.draft, allow_foreign=model_cfg.allow_foreign_router, where=f"models.{role}")
+        return router
     loaded = load_model("AutoModelForSequenceClassification", model_cfg, role)
     return ClassifierRouter(loaded, config.separator, annotate=router_annotates(resolve_path(model_cfg.path, role)))
