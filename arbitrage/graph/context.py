@@ -8,9 +8,10 @@ under whatever run picks it up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arbitrage.config import Config, Limits
+from arbitrage.graph.router_watch import ConstantScoreWatch
 from arbitrage.policies import ARBITRAGE, Policy
 from arbitrage.protocols import SamplingParams
 from arbitrage.servers.factory import ModelSet
@@ -29,6 +30,8 @@ class SolveContext:
     # generate policy: extra target samples whose mean PRM score labels the router row.
     extra_target_samples: int = 0
     extra_target_sampling: SamplingParams = SamplingParams(temperature=0.7)
+    # Warns once per run when the router's scores never vary.
+    router_watch: ConstantScoreWatch = field(default_factory=ConstantScoreWatch)
 
     @classmethod
     def from_config(cls, config: Config, models: ModelSet) -> "SolveContext":
@@ -46,4 +49,12 @@ class SolveContext:
             target_sampling=sampling("target"),
             extra_target_samples=config.target_samples - 1,
             extra_target_sampling=SamplingParams(temperature=config.target_sample_temperature, top_p=1.0),
+            router_watch=ConstantScoreWatch(_router_described(config)),
         )
+
+
+def _router_described(config: Config) -> str:
+    router, draft = config.models.router, config.models.draft
+    if router is None:
+        return "the router"
+    return f"the router (models.router.path={router.path!r}, models.draft.path={draft.path if draft else None!r})"

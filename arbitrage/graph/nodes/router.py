@@ -21,4 +21,5 @@ def router_decision(state: SolveState, runtime: Runtime[SolveContext]) -> dict:
         score = float(runtime.context.models.router.score(query))
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"router returned {score}, outside [0, 1]")
+    runtime.context.router_watch.observe(score)
     return {"router_score": score, "counters": {"router_calls": 1}, "timings": timings}
