@@ -13,7 +13,7 @@ from arbitrage.config import Config, ConfigError, ModelConfig
 from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.http_client import BackendError, JsonHttpClient
 from arbitrage.servers.prm_input import PrmInput
-from arbitrage.servers.prompting import PrefixRenderer, load_tokenizer
+from arbitrage.servers.prompting import PrefixRenderer, chat_messages, load_tokenizer
 from arbitrage.servers.wire import dialect_for
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,17 @@ class HttpGenerator:
         self.dialect = dialect_for(model_cfg, separator)
         self.default_sampling = model_cfg.sampling.params()
         tokenizer = None
-        if model_cfg.prompt.chat_template == "server" and not self.dialect.renders_chat:
+        # The server's template, continued over chat completions (a server that renders
+        # chat itself needs neither).
+        self.chat_on_server = model_cfg.prompt.chat_template == "server" and not self.dialect.renders_chat
+        if self.chat_on_server and not self.dialect.continues_chat:
             raise ConfigError(
                 f"{where}.prompt.chat_template: 'server' is not supported for a generator over api "
-                f"'{model_cfg.api}' (continuing a partial assistant turn is not portable across servers); "
-                f"set {where}.tokenizer to the served model's tokenizer directory or .gguf file, "
+                f"'{model_cfg.api}' (it has no documented way to continue a partial assistant turn; "
+                f"vllm and sglang do); set {where}.tokenizer to the served model's tokenizer directory or .gguf file, "
                 f"or {where}.gguf_file to the GGUF in {where}.path"
             )
-        if model_cfg.prompt.format == "chat" and not self.dialect.renders_chat:
+        if model_cfg.prompt.format == "chat" and not self.dialect.renders_chat and not self.chat_on_server:
             tokenizer = load_tokenizer(model_cfg, where)
             if not getattr(tokenizer, "chat_template", None):
                 raise ConfigError(f"{where}: prompt.format is 'chat' but the tokenizer of {model_cfg.tokenizer or model_cfg.path!r} has no chat template")
@@ -51,6 +54,9 @@ class HttpGenerator:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         request = StepRequest(problem, tuple(steps), max_tokens, sampling or self.default_sampling, session)
+        if self.chat_on_server:
+            messages = chat_messages(self.model_cfg.prompt, problem, steps, self.renderer.separator)
+            return self.dialect.chat_step(messages, request).send(self.client)
         return self.dialect.step(self.renderer.render(problem, steps), request).send(self.client)
 
     def end_session(self, session: str) -> None:

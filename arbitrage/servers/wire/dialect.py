@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.protocols import RouterQuery, StepOutput, StepRequest
+from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.wire import judge
 from arbitrage.servers.wire.call import Call
@@ -16,7 +17,9 @@ from arbitrage.servers.wire.completions import (
     Completion,
     decode_completion_reply,
     encode_completion_request,
+    read_completion,
     resolve_stop,
+    step_output,
     stop_probe_request,
 )
 
@@ -31,6 +34,9 @@ class Dialect:
     # True: the server renders chat prompts itself from the structured request, so the
     # client needs no tokenizer for them.
     renders_chat: ClassVar[bool] = False
+    # True: /v1/chat/completions continues a partial assistant turn (`chat_step`), so a
+    # generator may use the server's own chat template (`prompt.chat_template: server`).
+    continues_chat: ClassVar[bool] = False
 
     def __init__(self, model: str, separator: str, *, extra: Mapping[str, Any] | None = None):
         """`extra`: the role's `sampling.extra`, sent on its scoring requests too."""
@@ -45,6 +51,29 @@ class Dialect:
             return self._stop_probe(prompt, step, request) if isinstance(step, Completion) else step
 
         return Call(COMPLETIONS_PATH, body, read)
+
+    def chat_step(self, messages: list[dict], request: StepRequest) -> Call[StepOutput]:
+        """A step over `/v1/chat/completions`: `messages` end with the user turn (no step
+        yet) or with the assistant turn holding the steps so far, which the server
+        continues. Only called when `continues_chat`."""
+        sampling = request.sampling or SamplingParams()
+        continuing = messages[-1]["role"] == "assistant"
+        body = {**sampling.to_openai_kwargs(), "model": self.model, "messages": messages,
+                "max_tokens": request.max_tokens, "stop": [self.separator], "logprobs": True, "n": 1, "stream": False,
+                **self.chat_continuation(continuing)}
+
+        def read(reply: Any, url: str) -> StepOutput:
+            completion = read_completion(reply, url, text_field="message.content")
+            step = step_output(completion, self.separator, url)
+            if step is None:
+                raise BackendError(f"{url}: the chat reply does not say whether the separator or EOS ended the step")
+            return step
+
+        return Call(judge.CHAT_COMPLETIONS_PATH, body, read)
+
+    def chat_continuation(self, continuing: bool) -> dict:
+        """The request fields that continue the last assistant turn instead of opening a new one."""
+        raise NotImplementedError(f"api '{self.name}' cannot continue a chat turn")
 
     def _stop_probe(self, prompt: str, completion: Completion, request: StepRequest) -> Call[StepOutput]:
         """Whether a stop the server did not name was EOS or the separator (completions.py)."""

@@ -1,5 +1,8 @@
-"""sglang (`api: sglang`): steps over completions (the base dialect); PRM and router
-scores over `POST /classify`, the endpoint of reward models launched with
+"""sglang (`api: sglang`): steps over completions (the base dialect), or over chat
+completions with `continue_final_message: true`, which renders the turns before the
+assistant's with the generation prompt and appends its text as it is
+(python/sglang/srt/entrypoints/openai/protocol.py ChatCompletionRequest,
+serving_chat.py); PRM and router scores over `POST /classify`, the endpoint of reward models launched with
 --is-embedding (python/sglang/srt/entrypoints/http_server.py `classify_request`).
 
 Request `{"model", "text": str | [str]}`. Reply: one `{"embedding": [...],
@@ -31,6 +34,10 @@ class SglangDialect(Dialect):
     name = "sglang"
     prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
+    continues_chat = True
+
+    def chat_continuation(self, continuing: bool) -> dict:
+        return {"continue_final_message": True} if continuing else {}
 
     def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
         if prm_input.style == "judge":

@@ -1,5 +1,8 @@
-"""vLLM (`api: vllm`): steps over completions (the base dialect); PRM and router scores
-over `POST /pooling` (vllm/entrypoints/pooling/pooling/api_router.py).
+"""vLLM (`api: vllm`): steps over completions (the base dialect), or over chat
+completions continuing the assistant turn with the server's own chat template
+(`continue_final_message: true` with `add_generation_prompt: false`, which vLLM requires
+together; vllm/entrypoints/openai/chat_completion/protocol.py ChatCompletionRequest); PRM
+and router scores over `POST /pooling` (vllm/entrypoints/pooling/pooling/api_router.py).
 
 Request `{"model", "input": text | token ids, "use_activation": false}`: the raw head
 outputs, the activation applied here as the in-process models apply theirs. Reply
@@ -31,6 +34,10 @@ class VllmDialect(Dialect):
     name = "vllm"
     prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
+    continues_chat = True
+
+    def chat_continuation(self, continuing: bool) -> dict:
+        return {"continue_final_message": True, "add_generation_prompt": False} if continuing else {}
 
     def prm_wants_tokenizer(self, model_cfg: ModelConfig) -> bool:
         # The Skywork plugin pools per token: usable only with the step-end positions.
