@@ -17,6 +17,7 @@ from arbitrage.protocols import StepOutput
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.openai_backend import HttpGenerator, HttpPRM
 from arbitrage.servers.prm_input import judge_question
+from arbitrage.servers.wire.completions import read_completion, step_output
 from test_servers_wire import canned, fast  # noqa: F401  (the loopback server fixture)
 
 pytestmark = pytest.mark.server
@@ -143,6 +144,12 @@ def test_recorded_llamacpp_replies_tell_the_separator_from_eos(canned):
     EOS look alike, both "stop" with no stop field; the probe replies tell them apart."""
     data = recorded()
     for case in data["cases"]:
+        # The truth, from the same request without stop strings: the separator followed, or nothing did.
+        text, unstopped = case["step_reply"]["choices"][0]["text"], case["unstopped_reply"]["choices"][0]["text"]
+        truth = "separator" if unstopped.startswith(text + SEP) else "eos" if unstopped == text else None
+        assert truth == case["expected_finish"], case["name"]
+        # The reply alone cannot tell: no stop field, the separator cut.
+        assert step_output(read_completion(case["step_reply"], "u"), SEP, "u") is None
         replies = {"step": case["step_reply"], "probe": case["probe_reply"]}
         server = canned(lambda path, body, replies=replies: (200, replies["step" if "stop" in body else "probe"]))
         out = HttpGenerator(cfg(server.url, prompt={"format": "raw", "template": "{problem}"}), SEP).step(
