@@ -46,6 +46,7 @@ from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.wire.fields import RequestError, is_kind, reply_field, request_field
 
 COMPLETIONS_PATH = "/v1/completions"
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"  # chat steps (dialect.py) and chat judges (judge.py)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for a request without max_tokens
 
 

@@ -1,6 +1,7 @@
 """What every dialect is: the base class the HTTP clients (servers/openai_backend.py)
-hold; each of its methods returns a `Call` (servers/wire/call.py). Generation is OpenAI completions on every server, so the base speaks
-it, and so is a judge PRM (servers/wire/judge.py); other scoring is each server's own."""
+hold; each of its methods returns a `Call` (servers/wire/call.py). Generation is OpenAI
+completions on every server, so the base speaks it, and so is a judge PRM
+(servers/wire/judge.py); other scoring is each server's own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.wire import judge
 from arbitrage.servers.wire.call import Call
 from arbitrage.servers.wire.completions import (
+    CHAT_COMPLETIONS_PATH,
     COMPLETIONS_PATH,
     Completion,
     decode_completion_reply,
@@ -69,7 +71,7 @@ class Dialect:
                 raise BackendError(f"{url}: the chat reply does not say whether the separator or EOS ended the step")
             return step
 
-        return Call(judge.CHAT_COMPLETIONS_PATH, body, read)
+        return Call(CHAT_COMPLETIONS_PATH, body, read)
 
     def chat_continuation(self, continuing: bool) -> dict:
         """The request fields that continue the last assistant turn instead of opening a new one."""

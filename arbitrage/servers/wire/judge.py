@@ -14,8 +14,10 @@ judge reads its logits (transformers_backend/prm.py).
   llama-server answers completions in this shape too (tools/server/server-task.cpp
   `probs_vector_to_json`).
 
-An answer missing from the top K has at most the smallest probability shown; that bound
-stands in for it. K = 20 is vLLM's default `--max-logprobs`.
+Only spellings among the top K count (in-process, every spelling does; on SmolLM2 the
+difference was about 0.005). An answer none of whose spellings is among them has at most
+the smallest probability shown; that bound stands in for it. K = 20 is vLLM's default
+`--max-logprobs`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prompting import strip_added_bos
 from arbitrage.servers.prm_input import JUDGE_NO, JUDGE_YES, PrmInput, judge_messages, judge_text
 from arbitrage.servers.wire.call import Call
-from arbitrage.servers.wire.completions import COMPLETIONS_PATH
+from arbitrage.servers.wire.completions import CHAT_COMPLETIONS_PATH, COMPLETIONS_PATH
 from arbitrage.servers.wire.fields import is_kind, reply_field, short
 
-CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 TOP_LOGPROBS = 20
 
 
