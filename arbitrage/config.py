@@ -7,10 +7,10 @@ Swapping a model is editing one entry under `models:`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
-import math
 from typing import Annotated, Any, Literal
 
 import yaml
