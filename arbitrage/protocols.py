@@ -183,6 +183,43 @@ class BatchedGenerator(Protocol):
 
 
 @runtime_checkable
+class ContinuationScorer(Protocol):
+    """Optional for a Generator: its own likelihood of a given step.
+
+    `score_continuation(problem, steps, text)` returns the log-probability of each token
+    of `text` given `prompt(problem) + steps` (each step followed by the separator), then
+    one last entry: log P(separator | prefix + text), summed over the separator's tokens,
+    the model's probability of ending the step right there. So the list is one longer
+    than `text`'s tokens. `text` and the separator are tokenized on their own, as the
+    model would have written them after the prefix. It costs one forward over the new
+    tokens (a prefill), no decoding; with a `session`, a backend keeps the problem's KV
+    cache, so a later `step` on the same prefix does not encode the prefix again.
+    """
+
+    def score_continuation(
+        self, problem: str, steps: Sequence[str], text: str, *, session: str | None = None
+    ) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class ContinuationRequest:
+    """The arguments of one `score_continuation` call, as one value (for the batched form)."""
+
+    problem: str
+    steps: tuple[str, ...]
+    text: str
+    session: str | None = None
+
+
+@runtime_checkable
+class BatchedContinuationScorer(Protocol):
+    """Optional beside `score_continuation`: every request in shared forwards; outputs in
+    request order. The generator's batcher (servers/batching.py) queues these with its steps."""
+
+    def score_continuation_batch(self, requests: Sequence[ContinuationRequest]) -> list[list[float]]: ...
+
+
+@runtime_checkable
 class BatchedPRM(Protocol):
     """Optional for a PRM: `score` for every (problem, steps) item in one call."""
 

@@ -1,7 +1,8 @@
 """Batching concurrent requests into one model call, for `arbitrage serve`.
 
 A backend opts in by offering a batched method beside its protocol method
-(`step_batch`, `score_batch`: the optional methods declared in arbitrage/protocols.py).
+(`step_batch`, `score_continuation_batch`, `score_batch`: the optional methods declared in
+arbitrage/protocols.py).
 Without one, the batcher calls the single-item method for each queued request in turn
 (one worker thread, so calls never overlap). Requests are grouped without waiting: while
 one batch runs, new ones queue, and the next batch takes all of them, so a lone client
@@ -17,9 +18,11 @@ from concurrent.futures import Future
 from typing import Callable, Generic, Sequence, TypeVar
 
 from arbitrage.protocols import (
+    BatchedContinuationScorer,
     BatchedGenerator,
     BatchedPRM,
     BatchedRouter,
+    ContinuationRequest,
     LastStepPRM,
     RouterQuery,
     StepOutput,
@@ -122,8 +125,15 @@ class Batcher(Generic[Item, Result]):
             future.set_result(result)
 
 
-def generator_batcher(generator, **options) -> Batcher[StepRequest, StepOutput]:
-    def run_one(request: StepRequest) -> StepOutput:
+def generator_batcher(generator, **options) -> Batcher[StepRequest | ContinuationRequest, StepOutput | list[float]]:
+    """Steps and continuation scores of one model share its queue (one worker, so the two
+    kinds never contend for the model); a batch runs each kind through its batched method."""
+
+    def run_one(request):
+        if isinstance(request, ContinuationRequest):
+            return generator.score_continuation(
+                request.problem, list(request.steps), request.text, session=request.session
+            )
         return generator.step(
             request.problem,
             list(request.steps),
@@ -132,7 +142,24 @@ def generator_batcher(generator, **options) -> Batcher[StepRequest, StepOutput]:
             session=request.session,
         )
 
-    run_batch = generator.step_batch if isinstance(generator, BatchedGenerator) else _sequential(run_one)
+    run_steps = generator.step_batch if isinstance(generator, BatchedGenerator) else _sequential(run_one)
+    run_scores = (
+        generator.score_continuation_batch if isinstance(generator, BatchedContinuationScorer) else _sequential(run_one)
+    )
+
+    def run_batch(requests):
+        results: list = [None] * len(requests)
+        for run, kind in ((run_scores, ContinuationRequest), (run_steps, StepRequest)):
+            indices = [i for i, request in enumerate(requests) if isinstance(request, kind)]
+            if indices:
+                chosen = [requests[i] for i in indices]
+                outputs = run(chosen) if len(chosen) > 1 else [run_one(chosen[0])]
+                if len(outputs) != len(chosen):
+                    raise RuntimeError(f"the batched call returned {len(outputs)} results for {len(chosen)} requests")
+                for i, output in zip(indices, outputs):
+                    results[i] = output
+        return results
+
     return Batcher(run_batch, run_one, name="generator-batcher", **options)
 
 

@@ -4,7 +4,7 @@ With `run --concurrency N`, N threads each solve a problem and call the shared m
 Wrapped here, each call becomes a request to the model's `Batcher` (the queue of
 `arbitrage.servers.batching`, the same one `arbitrage serve` uses): while one batch
 runs, the calls that arrive meanwhile queue up and go through the model's batched
-method (`step_batch` / `score_batch`) together, one forward per decode step for all
+method (`step_batch`, `score_continuation_batch`, `score_batch`) together, one forward per decode step for all
 of them. The wrappers implement the plain protocols, so the graph does not know.
 
 Only models that offer a batched method are wrapped; others (HTTP clients, which batch
@@ -24,6 +24,7 @@ from arbitrage.protocols import (
     BatchedGenerator,
     BatchedPRM,
     BatchedRouter,
+    ContinuationRequest,
     RouterQuery,
     SamplingParams,
     StepOutput,
@@ -48,6 +49,15 @@ class BatchingGenerator:
         session: str | None = None,
     ) -> StepOutput:
         return self.batcher.submit(StepRequest(problem, tuple(steps), max_tokens, sampling, session))
+
+    def score_continuation(
+        self, problem: str, steps: Sequence[str], text: str, *, session: str | None = None
+    ) -> list[float]:
+        """Queued with the model's steps; concurrent problems' calls share one forward
+        (the model's `score_continuation_batch`)."""
+        if not hasattr(self.inner, "score_continuation"):
+            raise TypeError(f"{type(self.inner).__name__} cannot score a continuation")
+        return self.batcher.submit(ContinuationRequest(problem, tuple(steps), text, session))
 
     def end_session(self, session: str) -> None:
         self.inner.end_session(session)

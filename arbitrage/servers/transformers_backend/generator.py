@@ -7,6 +7,12 @@ of the cache (so a rejected draft step is cropped away) and feeds only the rest.
 `step_batch` continues several prefixes in one padded decode loop (one forward per
 token for the whole batch); each row reuses and refreshes its session's cache just as
 `step` does, so batched and single calls can interleave freely.
+
+`score_continuation` (protocols.ContinuationScorer) reads the model's log-probabilities
+of a given step in one forward through the same session cache: the cached prefix is not
+fed again, and afterwards the cache holds the step and its separator too. A `step` on
+the same prefix then crops that cache back to the prefix (an escalated draft step costs
+no second prefill), and a next call after the accepted step feeds only what is new.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.protocols import SamplingParams, StepOutput, StepRequest
+from arbitrage.protocols import ContinuationRequest, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.prompt_limit import model_context_length
 from arbitrage.servers.transformers_backend.batch_cache import supports_row_surgery
+from arbitrage.servers.transformers_backend.continuation import ScoredRow, score_rows
 from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
@@ -93,6 +100,43 @@ class TransformersGenerator:
                     self.sessions.put(request.session, result.cache_ids, result.cache)
         return [result.output for result in decoded]
 
+    def score_continuation(
+        self, problem: str, steps: Sequence[str], text: str, *, session: str | None = None
+    ) -> list[float]:
+        """Log-probability of each token of `text` after `prompt(problem) + steps`, then of
+        the separator after it (one entry, summed over its tokens); see protocols.ContinuationScorer."""
+        return self.score_continuation_batch([ContinuationRequest(problem, tuple(steps), text, session)])[0]
+
+    def score_continuation_batch(self, requests: Sequence[ContinuationRequest]) -> list[list[float]]:
+        """`score_continuation` for every request, in shared forwards; outputs in request order."""
+        import torch
+
+        if not requests:
+            return []
+        separator_ids = self._plain_ids(self.separator)
+        if not separator_ids:
+            raise ValueError(f"the separator {self.separator!r} tokenizes to nothing; cannot score the step's end")
+        plans = []
+        for request in requests:
+            prefix = self._prefix_ids(request.problem, request.steps)
+            text_ids = self._plain_ids(request.text)
+            plans.append((prefix, len(text_ids), prefix + text_ids + separator_ids))
+        reuse = self._row_surgery or len(requests) == 1
+        with self.loaded.lock, torch.inference_mode():
+            rows = []
+            for request, (prefix, _, ids) in zip(requests, plans):
+                # The logit of the step's first token comes from the prefix's last position.
+                cache, reused, _ = self.sessions.take(request.session if reuse else None, ids, reuse_at_most=len(prefix) - 1)
+                rows.append(ScoredRow(ids, len(ids) - len(prefix), cache, reused))
+            scored = score_rows(
+                self.model, rows, device=self.loaded.device, pad_id=self.pad_id,
+                last_logits_only=self._last_logits_only, keep_caches=reuse,
+            )
+            for request, row, (_, cache) in zip(requests, rows, scored):
+                if cache is not None:
+                    self.sessions.put(request.session, row.ids, cache)
+        return [values[:n] + [sum(values[n:])] for (_, n, _), (values, _) in zip(plans, scored)]
+
     def end_session(self, session: str) -> None:
         """Release the session's cache without waiting for a forward in progress."""
         self.sessions.drop(session)
@@ -107,6 +151,10 @@ class TransformersGenerator:
 
     def context_length(self) -> int | None:
         return model_context_length(self.model.config, self.tokenizer)
+
+    def _plain_ids(self, text: str) -> list[int]:
+        """`text` as the model writes it after a prefix: no special tokens added."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
     def _prefix_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
         ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)

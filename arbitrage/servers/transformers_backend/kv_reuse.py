@@ -32,8 +32,10 @@ class PrefixCacheStore:
         self._taken: set[str] = set()  # keys whose cache a forward is using now
         self._dropped_while_taken: set[str] = set()
 
-    def take(self, key: str | None, ids: Sequence[int]) -> tuple[Any, int, Any]:
-        """(cache holding `ids[:reused]`, reused, payload) with at least one id left to feed.
+    def take(self, key: str | None, ids: Sequence[int], *, reuse_at_most: int | None = None) -> tuple[Any, int, Any]:
+        """(cache holding `ids[:reused]`, reused, payload) with at least one id left to feed,
+        and at most `reuse_at_most` reused (a caller that needs the logits of earlier
+        positions cuts the cache back further).
 
         The entry is removed: if the forward fails midway, no half-updated cache stays.
         """
@@ -48,6 +50,8 @@ class PrefixCacheStore:
         if entry is not None:
             cached_ids, cache, payload = entry
             keep = min(common_prefix_len(cached_ids, ids), len(ids) - 1)
+            if reuse_at_most is not None:
+                keep = min(keep, reuse_at_most)
             if keep > 0 and cache.is_croppable and cache.get_seq_length() == len(cached_ids):
                 if keep < len(cached_ids):
                     cache.crop(keep - len(cached_ids))
