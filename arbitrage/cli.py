@@ -54,8 +54,8 @@ def print_summary(summary: dict, title: str) -> None:
     fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     for key in (
         "n_problems", "n_errors", "accuracy", "acceptance_rate", "target_call_rate", "draft_tokens",
-        "target_tokens", "discarded_draft_tokens", "router_calls", "prm_calls", "target_calls",
-        "wasted_escalations", "wall_s",
+        "target_tokens", "discarded_draft_tokens", "router_calls", "router_prefill_calls", "prm_calls",
+        "target_calls", "wasted_escalations", "wall_s",
     ):
         table.add_row(key, fmt(summary.get(key)))
     latency = summary.get("latency_s", {})

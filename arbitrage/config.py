@@ -263,8 +263,12 @@ class ModelConfig(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     # PRM only: checkpoint convention (see DESIGN: Skywork value head, Qwen2.5-Math-PRM, judge LM).
     prm_style: Literal["skywork", "qwen", "judge"] = "skywork"
-    # Router only: a sequence classifier over the annotated input, or the zero-cost feature router.
-    router_kind: Literal["classifier", "features"] = "classifier"
+    # Router only: a sequence classifier over the annotated input, the zero-cost feature router,
+    # or the target-verified router (the target's log-probabilities of the draft step, one prefill).
+    router_kind: Literal["classifier", "features", "target_prefill"] = "classifier"
+    # target_prefill only: the feature router saved with it scores first, and a step it scores
+    # below cascade_low is accepted with no target prefill.
+    cascade_low: float | None = Field(None, ge=0.0, le=1.0)
     # HTTP backend (sglang / vLLM / arbitrage serve).
     base_url: str | None = None
     model: str | None = None
@@ -290,7 +294,16 @@ class ModelConfig(_Strict):
                 raise ValueError("prompt.chat_template 'server' needs backend: openai (a server that holds the template)")
             if self.prompt.format != "chat":
                 raise ValueError("prompt.chat_template 'server' applies only with prompt.format: chat")
+        if self.cascade_low is not None and self.router_kind != "target_prefill":
+            raise ValueError("cascade_low applies to router_kind 'target_prefill' only")
+        if self.router_kind == "target_prefill" and self.backend != "transformers":
+            raise ValueError("router_kind 'target_prefill' runs in-process (backend: transformers); "
+                             "its target may be served over HTTP")
         return self
+
+    def reads_target(self) -> bool:
+        """Whether this router needs the run's target model loaded beside it."""
+        return self.router_kind == "target_prefill"
 
     def is_lab_model(self) -> bool:
         return self.path.startswith(LAB_MODEL_PREFIX)

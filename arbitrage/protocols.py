@@ -102,11 +102,23 @@ class AnnotatedStep:
 
 @dataclass(frozen=True)
 class RouterQuery:
-    """Everything a router may look at when deciding on the pending draft step."""
+    """Everything a router may look at when deciding on the pending draft step.
+
+    `session` names the problem being solved (as in `Generator.step`), so a router that
+    runs the target over the step can reuse that problem's KV cache."""
 
     problem: str
     previous_steps: Sequence[AnnotatedStep]
     draft: StepOutput
+    session: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterScore:
+    """A router's score and what it cost: `prefill_calls` target forwards over the draft step."""
+
+    score: float
+    prefill_calls: int = 0
 
 
 @runtime_checkable
@@ -157,6 +169,13 @@ class Router(Protocol):
     """
 
     def score(self, query: RouterQuery) -> float: ...
+
+
+def router_score(router: Router, query: RouterQuery) -> RouterScore:
+    """The router's score, with its cost where the router reports one (`CostedRouter`)."""
+    if isinstance(router, CostedRouter):
+        return router.score_detailed(query)
+    return RouterScore(float(router.score(query)))
 
 
 # ---- optional methods: a backend offers them beside its protocol method ----
@@ -240,3 +259,11 @@ class BatchedRouter(Protocol):
     """Optional for a Router: `score` for every query in one call."""
 
     def score_batch(self, queries: Sequence[RouterQuery]) -> list[float]: ...
+
+
+@runtime_checkable
+class CostedRouter(Protocol):
+    """Optional for a Router that may call a model to decide (the target-prefill router):
+    its score and whether it paid for that call; the graph counts those calls."""
+
+    def score_detailed(self, query: RouterQuery) -> RouterScore: ...

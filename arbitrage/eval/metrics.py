@@ -17,6 +17,7 @@ COUNTERS = (
     "discarded_draft_tokens",
     "discarded_target_tokens",
     "router_calls",
+    "router_prefill_calls",
     "prm_calls",
     "audit_prm_calls",
     "reused_prm_scores",

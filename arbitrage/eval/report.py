@@ -79,6 +79,8 @@ SUMMARY_COLUMNS: list[tuple[str, Callable[[dict], object], str]] = [
     ("target tok", lambda r: r["summary"].get("target_tokens"), ""),
     ("discarded draft tok", lambda r: r["summary"].get("discarded_draft_tokens"), ""),
     ("router calls", lambda r: r["summary"].get("router_calls"), ""),
+    ("router prefills", lambda r: r["summary"].get("router_prefill_calls"),
+     "router calls that ran the target over the draft step (the rest the cascade accepted)"),
     ("PRM calls", lambda r: r["summary"].get("prm_calls"), "policy PRM calls (audit calls not included)"),
     ("target calls", lambda r: r["summary"].get("target_calls"), ""),
     ("wasted esc. rate", lambda r: r["summary"].get("wasted_escalation_rate"),

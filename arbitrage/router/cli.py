@@ -3,6 +3,7 @@
     arbitrage router build-data --data test --dataset lab --limit 300 --output runs/router-data
     arbitrage router train --data runs/router-data --init lab:prm --output runs/router
     arbitrage router train --kind features --data runs/router-data --output runs/router-features
+    arbitrage router train --kind target_prefill --data runs/router-data --output runs/router-prefill
     arbitrage router eval --router runs/router --data runs/router-data --split test --json
     arbitrage router ablate --data runs/router-data --init lab:prm --output runs/ablation
 """
@@ -57,7 +58,16 @@ def build_data(
 def train(
     data: Path = typer.Option(..., help="directory with train.jsonl and validation.jsonl"),
     output: Path = typer.Option(...),
-    kind: str = typer.Option("classifier", help="classifier (neural, from --init) | features (zero-cost)"),
+    kind: str = typer.Option(
+        "classifier", help="classifier (neural, from --init) | features (zero-cost) | target_prefill (the target's "
+        "log-probabilities of the draft step)"),
+    label: str = typer.Option("checker", help="target_prefill: checker (the lab checker finds the draft step wrong; "
+                              "lab rows only) | delta (the paper's label, s_t > s_d)"),
+    config: Optional[Path] = typer.Option(None, help="target_prefill: YAML config whose target scores the rows "
+                                          "(default: the lab models)"),
+    cascade: Optional[str] = typer.Option(None, help="target_prefill: the feature router (directory or lab:NAME) "
+                                          "that scores first under cascade_low; default: one fitted on the same rows"),
+    threads: Optional[int] = typer.Option(1, min=1, help="torch CPU threads"),
     init: str = typer.Option("lab:prm", help="PRM checkpoint to initialise the classifier from"),
     annotate: bool = typer.Option(True, help="prefix steps with Model 0:/Model 1:"),
     downsample: bool = typer.Option(True, help="balance classes by downsampling the majority"),
@@ -90,8 +100,26 @@ def train(
         metrics = router_metrics([router.score_row(r) for r in validation_rows], validation_rows)
         typer.echo(json.dumps({"validation": metrics}, indent=2))
         return
+    if kind == "target_prefill":
+        from arbitrage.cli_support import set_torch_threads
+        from arbitrage.router.fit_prefill import train_prefill_router
+
+        set_torch_threads(threads)
+        try:
+            cascade_router = None
+            if cascade is not None:
+                from arbitrage.servers.feature_router import FeatureRouter
+
+                cascade_router = FeatureRouter.load(_resolve(cascade))
+            metrics = train_prefill_router(train_rows, validation_rows, output, label=label,
+                                           target=_load_target(config), seed=seed, downsample=downsample,
+                                           cascade=cascade_router)
+        except (FileNotFoundError, ValueError) as error:
+            fail(str(error))
+        typer.echo(json.dumps({"validation": metrics}, indent=2))
+        return
     if kind != "classifier":
-        fail(f"--kind must be classifier or features, got {kind!r}")
+        fail(f"--kind must be classifier, features or target_prefill, got {kind!r}")
     from arbitrage.router.train import RouterTrainingOptions, train_router
 
     options = RouterTrainingOptions(annotate=annotate, downsample=downsample, n_classes=classes, epochs=epochs,
@@ -107,6 +135,8 @@ def evaluate(
     split: str = typer.Option("test"),
     as_json: bool = typer.Option(False, "--json", help="print JSON only"),
     device: str = typer.Option("cpu"),
+    config: Optional[Path] = typer.Option(None, help="target-prefill router: YAML config whose target scores the "
+                                          "rows (default: the lab models)"),
 ) -> None:
     """Spearman(score, delta), AUROC, balanced accuracy and per-label accuracy on a split."""
     from arbitrage.router.dataset import load_split
@@ -117,7 +147,16 @@ def evaluate(
         directory = Path(_resolve(router))
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
-    if (directory / "feature_router.json").exists():
+    from arbitrage.servers.prefill_router import WEIGHTS_FILE
+
+    if (directory / WEIGHTS_FILE).exists():
+        from arbitrage.router.fit_prefill import add_target_logprobs
+        from arbitrage.servers.prefill_router import load_prefill_weights, row_prefill_signals
+
+        model, _, _ = load_prefill_weights(directory)
+        add_target_logprobs(rows, _load_target(config))
+        scores = [model.probability(row_prefill_signals(r)) for r in rows]
+    elif (directory / "feature_router.json").exists():
         from arbitrage.servers.feature_router import FeatureRouter
 
         feature_router = FeatureRouter.load(directory)
@@ -132,6 +171,16 @@ def evaluate(
     else:
         for key, value in metrics.items():
             typer.echo(f"{key:>20}: {value}")
+
+
+def _load_target(config: Optional[Path]):
+    from arbitrage.config import ConfigError, load_config
+    from arbitrage.servers.factory import load_models
+
+    try:
+        return load_models(load_config(config), roles=("target",)).target
+    except ConfigError as error:
+        fail(str(error))
 
 
 @router_app.command()

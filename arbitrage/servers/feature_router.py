@@ -95,25 +95,30 @@ class FeatureRouter:
     def score_row(self, row: dict) -> float:
         return self.probability(row_features(row, self.features))
 
+    def to_json(self) -> dict:
+        return {"kind": KIND, "features": list(self.features), "mean": self.mean, "scale": self.scale,
+                "coef": self.coef, "intercept": self.intercept, "draft": self.draft}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> "FeatureRouter":
+        if payload.get("kind") != KIND:
+            raise ValueError(f"not a feature router (kind {payload.get('kind')!r}, expected {KIND!r})")
+        return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"],
+                   draft=payload.get("draft"))
+
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {"kind": KIND, "features": list(self.features), "mean": self.mean, "scale": self.scale,
-                   "coef": self.coef, "intercept": self.intercept, "draft": self.draft}
-        (directory / "feature_router.json").write_text(json.dumps(payload, indent=2))
+        (directory / "feature_router.json").write_text(json.dumps(self.to_json(), indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> "FeatureRouter":
         path = Path(directory) / "feature_router.json"
         if not path.exists():
             raise FileNotFoundError(f"feature router weights not found: {path}")
-        payload = json.loads(path.read_text())
-        if payload.get("kind") != KIND:
-            raise ValueError(f"{path} is not a feature router (kind {payload.get('kind')!r}, expected {KIND!r})")
         try:
-            return cls(payload["features"], payload["mean"], payload["scale"], payload["coef"], payload["intercept"],
-                       draft=payload.get("draft"))
-        except ValueError as error:
+            return cls.from_json(json.loads(path.read_text()))
+        except (KeyError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
 
 

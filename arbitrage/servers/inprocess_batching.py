@@ -114,7 +114,12 @@ def wrap_batching(models: ModelSet, **options) -> ModelSet:
         model = getattr(models, role)
         if model is not None and isinstance(model, capable) and id(model) not in by_id:
             by_id[id(model)] = wrapper(model, **options)
-    return replace(models, **{role: by_id.get(id(getattr(models, role)), getattr(models, role)) for role in _WRAPPERS})
+    wrapped = replace(models, **{role: by_id.get(id(getattr(models, role)), getattr(models, role)) for role in _WRAPPERS})
+    # A router that runs the target (target_prefill) queues its forwards with the target's steps.
+    router = wrapped.router
+    if hasattr(router, "with_target") and getattr(router, "target", None) is models.target and id(models.target) in by_id:
+        wrapped.router = router.with_target(wrapped.target)
+    return wrapped
 
 
 def close_batching(models: ModelSet) -> None:

@@ -65,6 +65,7 @@ def _training_row(state: SolveState, separator: str) -> dict:
         "target_samples": [state["target"]["text"], *(c["text"] for c in state.get("extra_targets", []))],
         "target_sample_scores": target_scores,
         "draft_tokens": state["draft"]["tokens"],
+        "draft_finish_reason": state["draft"]["finish_reason"],
         "draft_token_logprobs": state["draft"]["token_logprobs"],
         "draft_score": state["draft_score"],
         "target_score": mean_target_score,

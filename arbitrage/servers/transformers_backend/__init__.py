@@ -36,8 +36,16 @@ def load_prm(model_cfg: ModelConfig, config: Config):
         raise ModelLoadError(f"models.{role} ({model_cfg.path}): {error}") from None
 
 
-def load_router(model_cfg: ModelConfig, config: Config):
+def load_router(model_cfg: ModelConfig, config: Config, *, target=None):
+    """`target`: the loaded target model, for a router that reads it (`target_prefill`)."""
     role = role_of(model_cfg, config, "router")
+    if model_cfg.router_kind == "target_prefill":
+        from arbitrage.servers.prefill_router import load_prefill_router
+
+        try:
+            return load_prefill_router(model_cfg, config, target)
+        except (FileNotFoundError, ValueError) as error:
+            raise ModelLoadError(f"models.{role} ({model_cfg.path}): {error}") from None
     if model_cfg.router_kind == "features":
         from arbitrage.servers.feature_router import FeatureRouter, check_router_draft
 

@@ -1,6 +1,6 @@
 """A RouterQuery as JSON, both ways: `{"problem", "previous_steps": [{"text", "source"}],
-"draft": {"text", "num_tokens", "finish_reason", "token_logprobs"}}` (our server's
-router endpoint, servers/wire/arbitrage.py)."""
+"draft": {"text", "num_tokens", "finish_reason", "token_logprobs"}, "session"}` (our
+server's router endpoint, servers/wire/arbitrage.py; `session` may be null)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def encode_router_query(query: RouterQuery) -> dict:
             "finish_reason": draft.finish_reason,
             "token_logprobs": list(draft.token_logprobs),
         },
+        "session": query.session,
     }
 
 
@@ -53,4 +54,5 @@ def decode_router_query(item: Any, at: str) -> RouterQuery:
         finish_reason=finish,
         token_logprobs=[float(v) for v in logprobs],
     )
-    return RouterQuery(problem=problem, previous_steps=previous, draft=output)
+    session = request_field(item, "session", str, at=at, default=None)
+    return RouterQuery(problem=problem, previous_steps=previous, draft=output, session=session)
