@@ -347,6 +347,9 @@ class ServersConfig(_Strict):
     )
 
 
+ROUTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 class Config(_Strict):
     models: ModelsConfig = ModelsConfig()
     policy: PolicyField = ARBITRAGE
@@ -375,7 +378,20 @@ class Config(_Strict):
         description="SQLite file in which batch runs keep each unfinished problem's graph state after every "
         "step, so a killed run resumes mid-problem at its last committed step (arbitrage/eval/durable.py)",
     )
+    routers: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="more routers by name, beside models.router: a sweep runs policy 'arbitrage@NAME' with "
+        "routers.NAME in place of models.router, so routers are compared on the same problems and models",
+    )
     _threshold_is_default: bool = PrivateAttr(False)
+
+    @field_validator("routers")
+    @classmethod
+    def _router_names(cls, value: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for name in value:
+            if not ROUTER_NAME.fullmatch(name):
+                raise ValueError(f"router name {name!r} must be letters, digits, '-' or '_' (it names run directories)")
+        return value
 
     @field_validator("threshold")
     @classmethod

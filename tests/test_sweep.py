@@ -87,7 +87,7 @@ def counted_loads(monkeypatch):
     models = world.models()
     loads: Counter = Counter()
 
-    def load_model(role, model_cfg, config):
+    def load_model(role, model_cfg, config, *, target=None):
         loads[role] += 1
         return getattr(models, role)
 
@@ -219,3 +219,40 @@ def test_sweep_command_prints_the_skipped_thresholds(counted_loads, tmp_path):
     assert "arbitrage: threshold -0.1 is outside [0.0, 1.0]; skipped" in " ".join(result.output.split())
     names = [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]]
     assert names == ["arbitrage_threshold0.50", "oracle_threshold-0.10", "oracle_threshold0.50"]
+
+
+def test_a_named_router_runs_as_its_own_curve_beside_the_configs_router(counted_loads, tmp_path, monkeypatch):
+    from fakes import ScriptedRouter
+
+    world, models, loads = counted_loads
+    escalate_all = ScriptedRouter({})
+    escalate_all.scores = type("Always", (dict,), {"get": lambda self, key, default=None: 1.0})()
+    plain_load = factory.load_model
+
+    def load_model(role, model_cfg, config, *, target=None):
+        if role == "router" and model_cfg.path == "always":
+            loads["named router"] += 1
+            return escalate_all
+        return plain_load(role, model_cfg, config, target=target)
+
+    monkeypatch.setattr(factory, "load_model", load_model)
+    monkeypatch.setattr("arbitrage.eval.sweep.load_model", load_model)
+    config = Config.model_validate({"routers": {"always": {"path": "always", "router_kind": "features"}}})
+    rows = run_sweep(config, world.problems, tmp_path, policies=["arbitrage", "arbitrage@always"],
+                     thresholds={"arbitrage": [0.5], "arbitrage@always": [0.5, 0.9]}, progress=False, audit=False)
+    assert [r["name"] for r in rows] == ["arbitrage_threshold0.50", "arbitrage@always_threshold0.50",
+                                         "arbitrage@always_threshold0.90"]
+    assert loads["named router"] == 1 and loads["router"] == 1
+    saved = json.loads((tmp_path / "arbitrage@always_threshold0.90" / "config.json").read_text())
+    assert saved["models"]["router"]["path"] == "always" and saved["policy"] == "arbitrage"
+    by_name = {r["name"]: r for r in read_runs(tmp_path)}
+    assert by_name["arbitrage@always_threshold0.90"]["router"] == "always"
+    assert by_name["arbitrage_threshold0.50"]["router"] is None
+    assert by_name["arbitrage@always_threshold0.90"]["summary"]["target_call_rate"] == 1
+    assert by_name["arbitrage_threshold0.50"]["summary"]["target_call_rate"] < 1
+    with pytest.raises(ConfigError, match="routers has no 'other'"):
+        run_sweep(config, world.problems, tmp_path, policies=["arbitrage@other"], thresholds=None, progress=False)
+    with pytest.raises(ValueError, match="only a policy that reads a router"):
+        plan_runs(["rsd@always"], None)
+    with pytest.raises(ValueError, match="name a router after '@'"):
+        plan_runs(["arbitrage@"], None)

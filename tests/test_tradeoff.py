@@ -9,6 +9,7 @@ from arbitrage.eval.tradeoff import (
     accuracy_at_call_rate,
     analyze,
     compare_curves,
+    oracle_gain_share,
     curves,
     latency_at_accuracy,
     pareto_frontier,
@@ -152,8 +153,34 @@ def test_analyze_puts_the_figures_together():
     # rsd frontier (1.5, .55)-(3.0, .75); arbitrage (1.2, .6)-(1.5, .8); common accuracies 0.6..0.75
     assert vs_rsd["overlap"] == pytest.approx([0.6, 0.75])
     assert vs_rsd["at_b_top"]["speedup"] == pytest.approx(3.0 / (1.2 + 0.3 * 0.15 / 0.2))
-    check = analysis["rsd_check"]
+    check = analysis["rsd_checks"]["arbitrage"]
     assert check["range"] == [0.1, 0.6] and check["holds"] is True
     assert check["uncovered"] == [0.45, 0.5, 0.55, 0.6]  # arbitrage was swept only up to rate 0.4
     assert set(analysis["oracle_check"]) == {"arbitrage", "rsd"}
     assert analysis["frontier"]["target_call_rate"] == ["draft_only", "arbitrage_threshold0.70", "oracle_threshold0.00"]
+
+
+def test_share_of_the_oracle_gain_at_matched_call_rate():
+    gain = analyze(ROWS)["oracle_gain"]
+    assert set(gain) == {"arbitrage", "rsd"}
+    # oracle 0.85 at rate 0.3, draft-only 0.40; arbitrage at 0.3: 0.6 + 0.2 * (0.2 / 0.3)
+    (point,) = gain["arbitrage"]["points"]
+    assert point["rate"] == pytest.approx(0.3) and point["accuracy"] == pytest.approx(0.6 + 0.2 * 2 / 3)
+    assert gain["arbitrage"]["least"] == pytest.approx((0.6 + 0.2 * 2 / 3 - 0.4) / 0.45)
+    assert gain["rsd"]["mean"] == pytest.approx((0.55 + 0.2 * 0.2 / 0.5 - 0.4) / 0.45)
+    # An oracle rate outside the curve's swept rates, or an oracle no better than draft-only, is left out.
+    assert oracle_gain_share([(0.5, 0.7), (0.6, 0.8)], [(0.3, 0.85)], 0.4)["least"] is None
+    assert oracle_gain_share([(0.1, 0.7), (0.6, 0.8)], [(0.3, 0.35)], 0.4)["points"] == []
+
+
+def test_runs_of_a_named_router_make_a_curve_of_their_own_with_every_arbitrage_comparison():
+    named = [dict(r, name=r["name"].replace("arbitrage", "arbitrage@features"), router="features")
+             for r in ROWS if r["policy"] == "arbitrage"]
+    analysis = analyze(ROWS + named)
+    assert [p.name for p in analysis["curves"]["target_call_rate"]["arbitrage@features"]] == [
+        "arbitrage@features_threshold0.70", "arbitrage@features_threshold0.30"]
+    assert {"arbitrage_vs_rsd", "arbitrage@features_vs_rsd", "arbitrage@features_vs_target_only"} <= set(
+        analysis["speedups"])
+    assert set(analysis["rsd_checks"]) == {"arbitrage", "arbitrage@features"}
+    assert analysis["oracle_gain"]["arbitrage@features"] == analysis["oracle_gain"]["arbitrage"]
+    assert set(analysis["wasted"]) == {"arbitrage", "arbitrage@features", "rsd", "oracle"}

@@ -29,6 +29,8 @@ POLICY_LABELS = {
     "target_only": "target only",
     "generate": "generate",
 }
+# Curves of the config's named routers (`arbitrage@NAME`), in the order they come.
+EXTRA_COLORS = ["#9467bd", "#17becf", "#bcbd22", "#e377c2", "#333333"]
 NODE_COLORS = {
     "draft": "#4c9be8",
     "router": "#9467bd",
@@ -44,6 +46,12 @@ NODE_LABELS = {"prm_audit": "prm (audit only, not policy cost)", "graph_overhead
 # Each policy's threshold labels sit on a different side of its points, so curves that
 # pass close to each other do not print their labels on top of one another.
 _LABEL_OFFSETS = [(4, -11), (4, 5), (-34, 5), (-34, -11)]
+
+
+def _router_curve_label(label: str) -> str:
+    """`arbitrage@features` -> "Arbitrage (router features)"."""
+    policy, _, router = label.partition("@")
+    return f"{POLICY_LABELS.get(policy, policy).split(' (')[0]} (router {router})" if router else label
 
 
 def _threshold_label(point: CurvePoint) -> str:
@@ -68,7 +76,8 @@ def _tradeoff_figure(
             edgecolors="black", linewidths=1.2, zorder=2, label="Pareto frontier (all runs)",
         )
     for index, (policy, points) in enumerate(curves.items()):
-        color = POLICY_COLORS.get(policy, "#333333")
+        extra = [label for label in curves if label not in POLICY_COLORS]
+        color = POLICY_COLORS.get(policy) or EXTRA_COLORS[extra.index(policy) % len(EXTRA_COLORS)]
         offset = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]
         if all(p.threshold is not None for p in points):
             # A curve traced by the threshold: joining by x would zig-zag where latencies are close.
@@ -77,7 +86,7 @@ def _tradeoff_figure(
         axes.plot(
             [p.x * x_scale for p in points], [p.accuracy for p in points],
             marker="*" if single else "o", markersize=13 if single else 6, linestyle="" if single else "-",
-            color=color, label=POLICY_LABELS.get(policy, policy), zorder=3,
+            color=color, label=POLICY_LABELS.get(policy, _router_curve_label(policy)), zorder=3,
         )
         for point in points:
             label = _threshold_label(point)

@@ -30,10 +30,21 @@ PLOT_FILES = {
     "latency": "accuracy_vs_latency.png",
     "time_by_node": "time_by_node.png",
 }
-SPEEDUP_TITLES = {
-    "arbitrage_vs_rsd": ("Arbitrage", "RSD"),
-    "arbitrage_vs_target_only": ("Arbitrage", "target-only"),
-}
+POLICY_TITLES = {"arbitrage": "Arbitrage", "rsd": "RSD", "target_only": "target-only", "oracle": "the oracle",
+                 "draft_only": "draft-only"}
+
+
+def curve_title(label: str) -> str:
+    """`arbitrage` -> Arbitrage; `arbitrage@features` -> Arbitrage (router features)."""
+    policy, _, router = label.partition("@")
+    title = POLICY_TITLES.get(policy, policy)
+    return f"{title} (router {router})" if router else title
+
+
+def speedup_titles(key: str) -> tuple[str, str]:
+    """`arbitrage@x_vs_target_only` -> ("Arbitrage (router x)", "target-only")."""
+    a, _, b = key.partition("_vs_")
+    return curve_title(a), curve_title(b)
 
 
 @dataclass
@@ -91,7 +102,7 @@ SUMMARY_COLUMNS: list[tuple[str, Callable[[dict], object], str]] = [
 
 def speedup_text(key: str, speedup: dict) -> str:
     """One line: best speedup and the speedup at B's top accuracy, or why there is none."""
-    a, b = SPEEDUP_TITLES.get(key, ("A", "B"))
+    a, b = speedup_titles(key)
     if speedup["best"] is None:
         return f"Speedup of {a} over {b} at matched accuracy: n/a ({speedup['note']})"
     best = speedup["best"]
@@ -121,9 +132,19 @@ def check_text(check: dict, head: str) -> str:
     return text
 
 
-def rsd_check_head(check: dict) -> str:
+def rsd_check_head(check: dict, label: str = "arbitrage") -> str:
     low, high = check["range"]
-    return f"Arbitrage accuracy >= RSD accuracy at every matched target-call rate in [{low:g}, {high:g}]"
+    return f"{curve_title(label)} accuracy >= RSD accuracy at every matched target-call rate in [{low:g}, {high:g}]"
+
+
+def oracle_gain_text(label: str, gain: dict) -> str:
+    head = (f"Share of the oracle's accuracy gain over draft-only ({gain['draft_only_accuracy']:.3f}) that "
+            f"{curve_title(label)} captures at the oracle's target-call rates")
+    if gain["least"] is None:
+        return f"{head}: n/a (no oracle rate inside its curve's swept rates)"
+    each = ", ".join(f"{p['share']:.0%} at rate {p['rate']:.3g} ({p['accuracy']:.3f} vs {p['oracle_accuracy']:.3f})"
+                     for p in gain["points"])
+    return f"{head}: least {gain['least']:.0%}, mean {gain['mean']:.0%} ({each})"
 
 
 def wasted_text(policy: str, entry: dict) -> str:
@@ -138,8 +159,9 @@ def summary_lines(report: Report) -> list[str]:
     """The trade-off figures, as printed by `arbitrage report`."""
     analysis = report.analysis
     lines = [speedup_text(key, s) for key, s in analysis["speedups"].items()]
-    if analysis["rsd_check"] is not None:
-        lines.append(check_text(analysis["rsd_check"], rsd_check_head(analysis["rsd_check"])))
+    for label, check in analysis["rsd_checks"].items():
+        lines.append(check_text(check, rsd_check_head(check, label)))
+    lines.extend(oracle_gain_text(label, gain) for label, gain in analysis["oracle_gain"].items())
     for policy, check in analysis["oracle_check"].items():
         head = f"Oracle sanity check: oracle accuracy >= {policy} accuracy at matched target-call rates"
         lines.append(check_text(check, head))
@@ -183,7 +205,7 @@ def summary_table_html(rows: Sequence[dict]) -> str:
 
 
 def _speedup_table(key: str, speedup: dict) -> str:
-    a, b = SPEEDUP_TITLES.get(key, ("A", "B"))
+    a, b = speedup_titles(key)
     if not speedup["points"]:
         return ""
     rows = "".join(
@@ -243,11 +265,11 @@ def render_page(report: Report, traces_html: str, trace_title: str) -> str:
     analysis = report.analysis
     figures = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report))
     speedup_tables = "".join(_speedup_table(k, s) for k, s in analysis["speedups"].items())
-    grid = ""
-    if analysis["rsd_check"] is not None:
-        grid = "<h3>Arbitrage vs RSD at matched target-call rates</h3>" + _grid_table(
-            analysis["rsd_check"], "Arbitrage", "RSD"
-        )
+    grid = "".join(
+        f"<h3>{escape(curve_title(label))} vs RSD at matched target-call rates</h3>"
+        + _grid_table(check, curve_title(label), "RSD")
+        for label, check in analysis["rsd_checks"].items()
+    )
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
     notes = f'<ul class="note">{notes}</ul>' if notes else ""
     wasted = _wasted_table(analysis["wasted"])

@@ -7,7 +7,11 @@ Each model is loaded once (the union of the roles every run needs) and shared by
 runs. A run lives in DIR/<policy>_threshold<value> (DIR/<policy> for policies without a
 threshold) and holds exactly what `arbitrage run` writes, so a rerun resumes each run
 through `run_batch` and skips finished problems. DIR/sweep.json lists one row per run:
-policy, threshold, run directory (relative to DIR) and that run's summary.
+policy, threshold, router, run directory (relative to DIR) and that run's summary.
+
+Several routers in one sweep: `arbitrage@NAME` runs the arbitrage policy with the
+config's `routers.NAME` in place of `models.router` (its runs in DIR/arbitrage@NAME_...,
+its thresholds given as `arbitrage@NAME=...`); the other models stay the same loaded ones.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -24,8 +28,9 @@ from rich.console import Console
 from arbitrage.config import Config, ConfigError
 from arbitrage.eval.audit import audited_after_run
 from arbitrage.eval.run import CONFIG_FILE, SUMMARY_FILE, ProblemLike, run_batch
+from arbitrage.eval.tradeoff import curve_label
 from arbitrage.policies import POLICY_NAMES, get_policy
-from arbitrage.servers.factory import ModelSet, load_models
+from arbitrage.servers.factory import ModelSet, load_model, load_models
 
 SWEEP_FILE = "sweep.json"
 
@@ -36,12 +41,31 @@ Thresholds = Sequence[float] | Mapping[str, Sequence[float]] | None
 class PlannedRun:
     policy: str
     threshold: float | None
+    router: str | None = None  # a name in the config's `routers`; None: models.router
+
+    @property
+    def label(self) -> str:
+        return curve_label({"policy": self.policy, "router": self.router})
 
     @property
     def name(self) -> str:
         if self.threshold is None:
-            return self.policy
-        return f"{self.policy}_threshold{format_threshold(self.threshold)}"
+            return self.label
+        return f"{self.label}_threshold{format_threshold(self.threshold)}"
+
+
+def split_label(label: str) -> tuple[str, str | None]:
+    """`arbitrage@NAME` -> ("arbitrage", "NAME"); a plain policy name -> (name, None)."""
+    policy, _, router = label.partition("@")
+    if policy not in POLICY_NAMES:
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
+    if not router:
+        if "@" in label:
+            raise ValueError(f"{label!r}: name a router after '@' (one of the config's routers)")
+        return policy, None
+    if get_policy(policy).decider != "router":
+        raise ValueError(f"{label!r}: only a policy that reads a router takes '@ROUTER'; {policy} does not")
+    return policy, router
 
 
 def format_threshold(value: float) -> str:
@@ -67,8 +91,10 @@ def parse_thresholds(text: str | None) -> Thresholds:
                 "policies or policy=LIST parts separated by ';'"
             )
         policy, values = (s.strip() for s in part.split("=", 1))
-        if policy not in POLICY_NAMES:
-            raise ValueError(f"--thresholds names unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
+        try:
+            split_label(policy)
+        except ValueError as error:
+            raise ValueError(f"--thresholds: {error}") from None
         if policy in per_policy:
             raise ValueError(f"--thresholds gives policy {policy!r} twice")
         per_policy[policy] = _parse_numbers(values, where=f"--thresholds {policy}=")
@@ -98,26 +124,24 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
     policies = list(dict.fromkeys(policies))
     if not policies:
         raise ValueError("no policies to sweep")
-    for policy in policies:
-        if policy not in POLICY_NAMES:
-            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
+    parsed = {label: split_label(label) for label in policies}
     if isinstance(thresholds, Mapping):
         extra = [p for p in thresholds if p not in policies]
         if extra:
             raise ValueError(f"--thresholds gives values for {extra[0]!r}, which is not in the swept policies")
     runs: list[PlannedRun] = []
     notes: list[str] = []
-    for policy in policies:
+    for label, (policy, router) in parsed.items():
         allowed = get_policy(policy).threshold_range
         if allowed is None:
-            if isinstance(thresholds, Mapping) and policy in thresholds:
-                notes.append(f"{policy}: takes no threshold; its values are ignored and it runs once")
+            if isinstance(thresholds, Mapping) and label in thresholds:
+                notes.append(f"{label}: takes no threshold; its values are ignored and it runs once")
             runs.append(PlannedRun(policy, None))
             continue
-        wanted = thresholds.get(policy) if isinstance(thresholds, Mapping) else thresholds
+        wanted = thresholds.get(label) if isinstance(thresholds, Mapping) else thresholds
         if wanted is None:
             default = get_policy(policy).default_threshold
-            notes.append(f"{policy}: no thresholds given; runs once at its default {default}")
+            notes.append(f"{label}: no thresholds given; runs once at its default {default}")
             wanted = [default]
         low, high = allowed
         kept = []
@@ -125,10 +149,10 @@ def plan_runs(policies: Sequence[str], thresholds: Thresholds) -> tuple[list[Pla
             if low <= value <= high:
                 kept.append(value)
             else:
-                notes.append(f"{policy}: threshold {value} is outside [{low}, {high}]; skipped")
+                notes.append(f"{label}: threshold {value} is outside [{low}, {high}]; skipped")
         if not kept:
-            raise ValueError(f"policy {policy!r}: none of the thresholds {list(wanted)} lies in [{low}, {high}]")
-        runs.extend(PlannedRun(policy, value) for value in kept)
+            raise ValueError(f"policy {label!r}: none of the thresholds {list(wanted)} lies in [{low}, {high}]")
+        runs.extend(PlannedRun(policy, value, router) for value in kept)
     return runs, notes
 
 
@@ -163,6 +187,11 @@ def run_sweep(
     """
     problems = list(problems)
     runs, notes = plan_runs(policies, thresholds)
+    unknown = sorted({run.router for run in runs if run.router is not None and run.router not in config.routers})
+    if unknown:
+        known = ", ".join(config.routers) or "none"
+        raise ConfigError(f"the sweep runs arbitrage@{unknown[0]} but the config's routers has no {unknown[0]!r} "
+                          f"(it has: {known})")
     audit = config.audit_escalations if audit is None else audit
     configs = {run: _run_config(config, run, audit) for run in runs}
     roles = roles_needed(runs, audit=audit)
@@ -174,6 +203,10 @@ def run_sweep(
     for role in roles:
         if getattr(models, role) is None:
             raise ValueError(f"the sweep needs a loaded {role} model ({_users(role, runs)})")
+    run_models = {None: models}
+    for name in dict.fromkeys(run.router for run in runs if run.router is not None):
+        router = load_model("router", config.routers[name], config, target=models.target)
+        run_models[name] = replace(models, router=router)
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +216,8 @@ def run_sweep(
         if progress:
             console.print(f"[bold]run {index}/{len(runs)}[/bold] {run.name}", highlight=False)
         summary = run_batch(
-            configs[run], problems, output_dir / run.name, models=models, concurrency=concurrency, progress=progress
+            configs[run], problems, output_dir / run.name, models=run_models[run.router], concurrency=concurrency,
+            progress=progress,
         )
         rows.append(_row(run, summary))
         _write_sweep_file(output_dir, rows, notes)
@@ -203,11 +237,15 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _run_config(config: Config, run: PlannedRun, audit: bool) -> Config:
     run_config = config.with_overrides(policy=run.policy, threshold=run.threshold)
+    if run.router is not None:
+        models = run_config.models.model_copy(update={"router": config.routers[run.router]})
+        run_config = run_config.model_copy(update={"models": models})
     return run_config.model_copy(update={"audit_escalations": audit and audited_after_run(run_config.policy)})
 
 
 def _row(run: PlannedRun, summary: dict) -> dict:
-    return {"name": run.name, "policy": run.policy, "threshold": run.threshold, "run_dir": run.name, "summary": summary}
+    return {"name": run.name, "policy": run.policy, "threshold": run.threshold, "router": run.router,
+            "run_dir": run.name, "summary": summary}
 
 
 def _write_sweep_file(output_dir: Path, rows: list[dict], notes: list[str]) -> None:
@@ -230,7 +268,7 @@ def _write_sweep_file(output_dir: Path, rows: list[dict], notes: list[str]) -> N
 def _row_order(row: dict) -> tuple:
     policy = row["policy"]
     rank = POLICY_NAMES.index(policy) if policy in POLICY_NAMES else len(POLICY_NAMES)
-    return (rank, row["threshold"] if row["threshold"] is not None else -math.inf)
+    return (rank, row.get("router") or "", row["threshold"] if row["threshold"] is not None else -math.inf)
 
 
 def read_runs(directory: str | os.PathLike) -> list[dict]:
@@ -268,5 +306,9 @@ def _row_from_run_dir(root: Path, run_dir: Path, *, name: str) -> dict:
         raise FileNotFoundError(f"{run_dir}: summary.json without config.json; not a run directory")
     config = Config.model_validate(json.loads(config_path.read_text()))
     relative = "." if run_dir == root else str(run_dir.relative_to(root))
-    return {"name": name, "policy": config.policy.name, "threshold": config.threshold, "run_dir": relative,
-            "summary": summary}
+    # A run of one of the config's named routers has that router in place of models.router.
+    router = next((n for n, cfg in config.routers.items() if cfg == config.models.router), None)
+    if not get_policy(config.policy.name).decider == "router":
+        router = None
+    return {"name": name, "policy": config.policy.name, "threshold": config.threshold, "router": router,
+            "run_dir": relative, "summary": summary}

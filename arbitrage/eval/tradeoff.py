@@ -1,6 +1,6 @@
 """Trade-off analysis over sweep rows: accuracy against target-call rate and latency.
 
-Inputs are the rows of `sweep.read_runs` / `run_sweep` (policy, threshold, name,
+Inputs are the rows of `sweep.read_runs` / `run_sweep` (policy, threshold, router, name,
 summary); every number comes from the summaries that `metrics.summarize` wrote.
 
 What is computed, exactly:
@@ -8,7 +8,9 @@ What is computed, exactly:
 - Latency of a run: the summary's mean per-problem latency minus the mean per-problem
   time of audit-only PRM scoring (`time_by_node_s["prm_audit"]` / finished problems).
   The audit measures wasted escalations and is not part of any policy's cost.
-- Curves: per policy, one point per run, sorted by x. Points are `(x, accuracy)`.
+- Curves: per policy, one point per run, sorted by x. Points are `(x, accuracy)`. Runs
+  of one of the config's named routers make a curve of their own, `arbitrage@NAME`;
+  every comparison made for `arbitrage` is made for each such curve too.
 - `pareto_frontier`: the points no other point beats on both axes (x no larger,
   accuracy no smaller, one of them strictly), sorted by x; accuracy strictly rises.
 - `accuracy_at_call_rate(points, rate)`: linear interpolation of accuracy between the
@@ -26,6 +28,11 @@ What is computed, exactly:
   faster.
 - `compare_curves(a, b, low, high, step)`: accuracy_a - accuracy_b at a grid of call
   rates (every `step` plus both curves' own rates in [low, high]).
+- `oracle_gain_share(curve, oracle, draft_only)`: at each oracle point's call rate r
+  the curve covers, (accuracy_curve(r) - accuracy_draft_only) / (accuracy_oracle(r) -
+  accuracy_draft_only): the share of the accuracy the oracle gains over draft-only that
+  the curve captures at the same target-call rate. Oracle points no more accurate than
+  draft-only are left out. Reported: each point's share, the least and the mean.
 """
 
 from __future__ import annotations
@@ -67,8 +74,17 @@ def curves(rows: Sequence[dict], axis: str) -> dict[str, list[CurvePoint]]:
         if x is None or summary.get("accuracy") is None:
             continue
         point = CurvePoint(float(x), float(summary["accuracy"]), row["name"], row.get("threshold"))
-        result.setdefault(row["policy"], []).append(point)
+        result.setdefault(curve_label(row), []).append(point)
     return {policy: sorted(points) for policy, points in result.items()}
+
+
+def curve_label(row: dict) -> str:
+    """The curve a run belongs to: its policy, or `policy@router` for a named router's run."""
+    return row["policy"] if not row.get("router") else f"{row['policy']}@{row['router']}"
+
+
+def curve_policy(label: str) -> str:
+    return label.partition("@")[0]
 
 
 def pareto_frontier(points: Sequence[Sequence]) -> list:
@@ -187,7 +203,7 @@ def wasted_escalations(rows: Sequence[dict]) -> dict[str, dict]:
         if row["policy"] in ("draft_only", "target_only"):
             continue
         summary = row["summary"]
-        entry = result.setdefault(row["policy"], {"runs": [], "wasted": 0, "scored": 0, "rate": None})
+        entry = result.setdefault(curve_label(row), {"runs": [], "wasted": 0, "scored": 0, "rate": None})
         scored = summary.get("scored_escalations") or 0
         wasted = summary.get("wasted_escalations") or 0
         entry["runs"].append(
@@ -201,6 +217,22 @@ def wasted_escalations(rows: Sequence[dict]) -> dict[str, dict]:
     return result
 
 
+def oracle_gain_share(curve: Sequence[Sequence], oracle: Sequence[Sequence], draft_only_accuracy: float) -> dict:
+    """The share of the oracle's accuracy gain over draft-only the curve keeps at the oracle's
+    call rates (x = call rate; see module doc)."""
+    points = []
+    for rate, oracle_accuracy in _collapse([(p[0], p[1]) for p in oracle]):
+        gain = oracle_accuracy - draft_only_accuracy
+        accuracy = accuracy_at_call_rate(curve, rate)
+        if gain <= EPS or accuracy is None:
+            continue
+        points.append({"rate": rate, "accuracy": accuracy, "oracle_accuracy": oracle_accuracy,
+                       "share": (accuracy - draft_only_accuracy) / gain})
+    shares = [p["share"] for p in points]
+    return {"points": points, "least": min(shares) if shares else None,
+            "mean": sum(shares) / len(shares) if shares else None, "draft_only_accuracy": draft_only_accuracy}
+
+
 def analyze(rows: Sequence[dict]) -> dict:
     """Everything the report shows about the trade-off, from the sweep rows."""
     by_rate = curves(rows, "target_call_rate")
@@ -208,20 +240,29 @@ def analyze(rows: Sequence[dict]) -> dict:
     all_rate = [p for points in by_rate.values() for p in points]
     all_latency = [p for points in by_latency.values() for p in points]
     speedups = {}
-    for baseline in ("rsd", "target_only"):
-        if "arbitrage" in by_latency and baseline in by_latency:
-            speedups[f"arbitrage_vs_{baseline}"] = speedup_at_matched_accuracy(
-                by_latency["arbitrage"], by_latency[baseline]
-            )
-    rsd_check = None
-    if "arbitrage" in by_rate and "rsd" in by_rate:
-        rsd_check = compare_curves(by_rate["arbitrage"], by_rate["rsd"], *RSD_CHECK_RANGE, step=RSD_CHECK_STEP)
+    arbitrage_curves = [label for label in (*by_latency, *by_rate) if curve_policy(label) == "arbitrage"]
+    arbitrage_curves = list(dict.fromkeys(arbitrage_curves))
+    for label in arbitrage_curves:
+        for baseline in ("rsd", "target_only"):
+            if label in by_latency and baseline in by_latency:
+                speedups[f"{label}_vs_{baseline}"] = speedup_at_matched_accuracy(
+                    by_latency[label], by_latency[baseline]
+                )
+    rsd_checks = {}
+    for label in arbitrage_curves:
+        if label in by_rate and "rsd" in by_rate:
+            rsd_checks[label] = compare_curves(by_rate[label], by_rate["rsd"], *RSD_CHECK_RANGE, step=RSD_CHECK_STEP)
     oracle_check = {}
+    oracle_gain = {}
     if "oracle" in by_rate:
+        draft_only = by_rate.get("draft_only")
         for policy, points in by_rate.items():
             # draft_only / target_only sit at rates 0 and 1, where no oracle threshold lands.
             if policy not in ("oracle", "draft_only", "target_only"):
                 oracle_check[policy] = compare_curves(by_rate["oracle"], points, 0.0, 1.0)
+                if draft_only:
+                    baseline = sum(p.accuracy for p in draft_only) / len(draft_only)
+                    oracle_gain[policy] = oracle_gain_share(points, by_rate["oracle"], baseline)
     return {
         "curves": {"target_call_rate": by_rate, "latency": by_latency},
         "frontier": {
@@ -230,6 +271,7 @@ def analyze(rows: Sequence[dict]) -> dict:
         },
         "speedups": speedups,
         "wasted": wasted_escalations(rows),
-        "rsd_check": rsd_check,
+        "rsd_checks": rsd_checks,
         "oracle_check": oracle_check,
+        "oracle_gain": oracle_gain,
     }
