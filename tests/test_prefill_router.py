@@ -211,3 +211,18 @@ def test_train_then_load_through_the_config_and_route_wrong_lab_steps_up(tmp_pat
     eval_result = CliRunner().invoke(app, ["router", "eval", "--router", str(output), "--data", str(data), "--json"])
     assert eval_result.exit_code == 0, eval_result.output
     assert json.loads(eval_result.output)["auroc"] > 0.9
+
+
+def test_under_batching_the_router_queues_its_prefills_with_the_targets_steps(tmp_path):
+    import tiny_models as tm
+    from arbitrage.servers.inprocess_batching import BatchingGenerator, batching
+    from arbitrage.servers.transformers_backend import load_generator
+
+    target = load_generator(ModelConfig(path=str(tm.save_tiny(tmp_path / "lm", seed=1))), Config())
+    router = PrefillRouter(logistic(["target_logprob_mean"], [-1.0]), target, "\n\n")
+    with batching(ModelSet(target=target, router=router)) as models:
+        assert isinstance(models.target, BatchingGenerator)
+        assert models.router.target is models.target and router.target is target
+        before = sum(models.target.batcher.batch_sizes)
+        result = router_score(models.router, query("a step", [-0.1] * 8))
+        assert result.prefill_calls == 1 and sum(models.target.batcher.batch_sizes) == before + 1
