@@ -12,7 +12,8 @@ from typing import get_args
 import pytest
 
 from arbitrage.config import ConfigError, ModelConfig, validate_config
-from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.protocols import AnnotatedStep, ContinuationRequest, RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.openai_backend import HttpGenerator, HttpPRM, HttpRouter
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.wire import DIALECTS, Dialect, dialect_for
@@ -138,6 +139,48 @@ def test_router_round_trips(query):
 def test_bad_router_requests_name_the_field(item, message):
     with pytest.raises(RequestError, match=message):
         ours.decode_router_request({"input": [item]})
+
+
+def test_a_router_querys_session_round_trips():
+    query = RouterQuery("p", [], StepOutput("d", 1, "separator", [-0.5]), session="problem-7")
+    (decoded,) = ours.decode_router_request(over_the_wire(dialect().router_score(query).body))
+    assert decoded == query
+
+
+CONTINUATIONS = [
+    ContinuationRequest("What is 3 + 4?", (), "Add: 3 + 4 = 7.", "p1"),
+    ContinuationRequest("Ünïcødé?\n\nblank line", ("first", ""), "", None),
+]
+
+
+@pytest.mark.parametrize("request_", CONTINUATIONS)
+def test_continuation_round_trips(request_):
+    call = dialect().score_continuation(request_, None)
+    assert call.path == ours.CONTINUATION_PATH
+    assert ours.decode_continuation_request(over_the_wire(call.body)) == [request_]
+    values = [-0.25, -1e-06, -7.5]
+    assert call.read(over_the_wire(ours.encode_continuation_reply([values], "target")), URL) == values
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"steps": [], "text": "t"}, "'input.0.problem' is required"),
+        ({"problem": "p", "steps": "s", "text": "t"}, "'input.0.steps' should be list"),
+        ({"problem": "p", "steps": [], "text": 3}, "'input.0.text' should be str"),
+        ({"problem": "p", "steps": [], "session": 1}, "'input.0.session' should be str"),
+    ],
+)
+def test_bad_continuation_requests_name_the_field(item, message):
+    with pytest.raises(RequestError, match=message):
+        ours.decode_continuation_request({"input": [item]})
+
+
+def test_a_continuation_reply_without_logprobs_is_refused():
+    with pytest.raises(BackendError, match="'data.0.logprobs' is empty"):
+        ours.decode_continuation_reply({"data": [{"index": 0, "logprobs": []}]}, 1, URL)
+    with pytest.raises(NotImplementedError, match="cannot score a continuation"):
+        type("Plain", (Dialect,), {"name": "openai"})("m", SEP).score_continuation(CONTINUATIONS[0], None)
 
 
 @pytest.mark.parametrize("body, message", BAD_FIELDS)

@@ -5,6 +5,7 @@ replies, with the functions the client dialect uses).
 Endpoints:
 - `GET /health` -> `{"status": "ok"}`; `GET /v1/models` -> OpenAI model list.
 - `POST /v1/completions` (draft/target), `POST /v1/arbitrage/end_session`,
+  `POST /v1/arbitrage/continuation` (draft/target: `score_continuation`),
   `POST /v1/arbitrage/prm`, `POST /v1/arbitrage/router`: see servers/wire/arbitrage.py.
   A PRM's `last_only` reward comes from its `score_last` when it has one.
 - `GET /v1/arbitrage/stats`: how many requests each model call batched.
@@ -23,13 +24,16 @@ from arbitrage.config import Config, ModelConfig
 from arbitrage.protocols import SamplingParams
 from arbitrage.servers.batching import QueueFull, generator_batcher, prm_batcher, router_batcher
 from arbitrage.servers.wire.arbitrage import (
+    CONTINUATION_PATH,
     END_SESSION_PATH,
     PRM_PATH,
     ROUTER_PATH,
+    decode_continuation_request,
     decode_end_session_request,
     decode_prm_request,
     decode_router_request,
     decode_step_request,
+    encode_continuation_reply,
     encode_end_session_reply,
     encode_prm_reply,
     encode_router_reply,
@@ -92,6 +96,7 @@ class ModelServer(HttpService):
         routes = {
             COMPLETIONS_PATH: ("generator", self._completions),
             END_SESSION_PATH: ("generator", self._end_session),
+            CONTINUATION_PATH: ("generator", self._continuation),
             PRM_PATH: ("prm", self._prm),
             ROUTER_PATH: ("router", self._router),
         }
@@ -124,6 +129,12 @@ class ModelServer(HttpService):
     def _prm(self, body: dict) -> dict:
         items = decode_prm_request(body)
         return encode_prm_reply(items, self.batcher.submit_many(items), self.name)
+
+    def _continuation(self, body: dict) -> dict:
+        if not hasattr(self.model, "score_continuation"):
+            raise RequestError(f"the served {self.role} model ({type(self.model).__name__}) cannot score a continuation")
+        requests = decode_continuation_request(body)
+        return encode_continuation_reply(self.batcher.submit_many(requests), self.name)
 
     def _router(self, body: dict) -> dict:
         scores = self.batcher.submit_many(decode_router_request(body))

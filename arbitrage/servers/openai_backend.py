@@ -10,10 +10,11 @@ import logging
 from typing import Sequence
 
 from arbitrage.config import Config, ConfigError, ModelConfig
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.http_client import BackendError, JsonHttpClient
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.prompting import PrefixRenderer, chat_messages, load_tokenizer
+from arbitrage.servers.transformers_backend.prompting import continuation_tokens
 from arbitrage.servers.wire import dialect_for
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class HttpGenerator:
             if not getattr(tokenizer, "chat_template", None):
                 raise ConfigError(f"{where}: prompt.format is 'chat' but the tokenizer of {model_cfg.tokenizer or model_cfg.path!r} has no chat template")
         self.renderer = PrefixRenderer(model_cfg.prompt, separator, tokenizer)
+        self.separator, self.where = separator, where
+        self._tokenizer = tokenizer
 
     def step(
         self,
@@ -58,6 +61,26 @@ class HttpGenerator:
             messages = chat_messages(self.model_cfg.prompt, problem, steps, self.renderer.separator)
             return self.dialect.chat_step(messages, request).send(self.client)
         return self.dialect.step(self.renderer.render(problem, steps), request).send(self.client)
+
+    def score_continuation(
+        self, problem: str, steps: Sequence[str], text: str, *, session: str | None = None
+    ) -> list[float]:
+        """protocols.ContinuationScorer over HTTP. sglang and vLLM are sent the token ids the
+        in-process model would be fed, so the client needs the served model's tokenizer
+        (`tokenizer`, else `path`); our server takes the structured call."""
+        if not self.dialect.scores_continuation:
+            raise ValueError(f"{self.where}: api '{self.dialect.name}' cannot score a continuation")
+        request = ContinuationRequest(problem, tuple(steps), text, session)
+        tokens = None
+        if self.dialect.continuation_wants_tokens:
+            tokens = continuation_tokens(self._served_tokenizer(), self.model_cfg.prompt, problem, steps, text,
+                                         self.separator)
+        return self.dialect.score_continuation(request, tokens).send(self.client)
+
+    def _served_tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_cfg, self.where)
+        return self._tokenizer
 
     def end_session(self, session: str) -> None:
         call = self.dialect.end_session(session)

@@ -27,7 +27,7 @@ from arbitrage.servers.transformers_backend.continuation import ScoredRow, score
 from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
-from arbitrage.servers.transformers_backend.prompting import prefix_ids
+from arbitrage.servers.transformers_backend.prompting import continuation_tokens, prefix_ids
 from arbitrage.servers.transformers_backend.step_stop import StepStopper
 
 __all__ = ["TransformersGenerator", "choose_token", "eos_token_ids"]
@@ -113,21 +113,17 @@ class TransformersGenerator:
 
         if not requests:
             return []
-        separator_ids = self._plain_ids(self.separator)
-        if not separator_ids:
-            raise ValueError(f"the separator {self.separator!r} tokenizes to nothing; cannot score the step's end")
-        plans = []
-        for request in requests:
-            prefix = self._prefix_ids(request.problem, request.steps)
-            text_ids = self._plain_ids(request.text)
-            plans.append((prefix, len(text_ids), prefix + text_ids + separator_ids))
+        plans = [continuation_tokens(self.tokenizer, self.prompt, r.problem, r.steps, r.text, self.separator)
+                 for r in requests]
         reuse = self._row_surgery or len(requests) == 1
         with self.loaded.lock, torch.inference_mode():
             rows = []
-            for request, (prefix, _, ids) in zip(requests, plans):
+            for request, plan in zip(requests, plans):
                 # The logit of the step's first token comes from the prefix's last position.
-                cache, reused, _ = self.sessions.take(request.session if reuse else None, ids, reuse_at_most=len(prefix) - 1)
-                rows.append(ScoredRow(ids, len(ids) - len(prefix), cache, reused))
+                cache, reused, _ = self.sessions.take(
+                    request.session if reuse else None, plan.ids, reuse_at_most=plan.prefix_len - 1
+                )
+                rows.append(ScoredRow(plan.ids, plan.scored, cache, reused))
             scored = score_rows(
                 self.model, rows, device=self.loaded.device, pad_id=self.pad_id,
                 last_logits_only=self._last_logits_only, keep_caches=reuse,
@@ -135,7 +131,7 @@ class TransformersGenerator:
             for request, row, (_, cache) in zip(requests, rows, scored):
                 if cache is not None:
                     self.sessions.put(request.session, row.ids, cache)
-        return [values[:n] + [sum(values[n:])] for (_, n, _), (values, _) in zip(plans, scored)]
+        return [plan.fold(values) for plan, (values, _) in zip(plans, scored)]
 
     def end_session(self, session: str) -> None:
         """Release the session's cache without waiting for a forward in progress."""
@@ -151,10 +147,6 @@ class TransformersGenerator:
 
     def context_length(self) -> int | None:
         return model_context_length(self.model.config, self.tokenizer)
-
-    def _plain_ids(self, text: str) -> list[int]:
-        """`text` as the model writes it after a prefix: no special tokens added."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
     def _prefix_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
         ids = prefix_ids(self.tokenizer, self.prompt, problem, steps, self.separator)

@@ -5,6 +5,7 @@ Kept apart from the decode loop so training code can build exactly the same inpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from arbitrage.config import PromptConfig
@@ -29,3 +30,39 @@ def prefix_ids(tokenizer, prompt: PromptConfig, problem: str, steps: Sequence[st
     """Raw prompts get the tokenizer's usual specials (e.g. BOS); a chat template already has its own."""
     text = prefix_text(tokenizer, prompt, problem, steps, separator)
     return list(tokenizer(text, add_special_tokens=prompt.format == "raw")["input_ids"])
+
+
+@dataclass(frozen=True)
+class ContinuationTokens:
+    """What `score_continuation` feeds: the prefix's ids, then the continuation's text and
+    the separator, each tokenized on its own (as the model writes them after the prefix)."""
+
+    ids: list[int]
+    prefix_len: int
+    text_len: int
+
+    @property
+    def scored(self) -> int:
+        """How many of the last ids are scored: the text's and the separator's."""
+        return len(self.ids) - self.prefix_len
+
+    def fold(self, values: Sequence[float]) -> list[float]:
+        """Per-token logprobs of the scored ids -> the text's, then the separator's as one sum."""
+        values = [float(v) for v in values]
+        return values[: self.text_len] + [sum(values[self.text_len :])]
+
+
+def continuation_tokens(tokenizer, prompt: PromptConfig, problem: str, steps: Sequence[str], text: str,
+                        separator: str) -> ContinuationTokens:
+    prefix = prefix_ids(tokenizer, prompt, problem, steps, separator)
+    if not prefix:
+        raise ValueError("the rendered prompt is empty; nothing to condition on")
+    text_ids = _plain_ids(tokenizer, text)
+    separator_ids = _plain_ids(tokenizer, separator)
+    if not separator_ids:
+        raise ValueError(f"the separator {separator!r} tokenizes to nothing; cannot score the step's end")
+    return ContinuationTokens(prefix + text_ids + separator_ids, len(prefix), len(text_ids))
+
+
+def _plain_ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []

@@ -29,9 +29,11 @@ Adding a dialect is one class and one line here:
 2. Its line in `DIALECTS` below, and its name in `api` of arbitrage/config.py
    (tests/test_servers_wire_formats.py fails while the two disagree).
 
-A new kind of call (e.g. target-prefill `score_continuation`: sglang `/generate` with
-`return_logprob`, vLLM completions with `echo` and `prompt_logprobs`) is one method on
-`Dialect` that refuses by default, overridden by each dialect that can make it.
+A new kind of call is one method on `Dialect` that refuses by default, overridden by each
+dialect that can make it, as `score_continuation` (the target-prefill router's one
+forward over a draft step) is: sglang `/generate` with `return_logprob` and
+`logprob_start_len`, vLLM completions with `echo` and `max_tokens: 0`, our server's
+`/v1/arbitrage/continuation`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ so the client and servers/http_server.py use the same functions.
   `{"data": [{"index", "rewards": [...]}]}`; with `last_only` one reward, the newest step's.
 - `POST /v1/arbitrage/router` `{"input": [RouterQuery JSON]}` (servers/wire/router_query.py)
   -> `{"data": [{"index", "score"}]}`.
+- `POST /v1/arbitrage/continuation` `{"input": [{"problem", "steps", "text", "session"}]}`
+  -> `{"data": [{"index", "logprobs": [...]}]}`: the served generator's
+  `score_continuation` of each (its text's token logprobs, then the separator's), the
+  session's KV cache reused as in-process.
 """
 
 from __future__ import annotations
@@ -20,19 +24,23 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from arbitrage.config import ModelConfig, PromptConfig
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.prompting import parse_raw_prefix
+from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
 from arbitrage.servers.wire.completions import decode_completion_options
 from arbitrage.servers.wire.dialect import Call, Dialect
-from arbitrage.servers.wire.fields import RequestError, reply_field, request_field, request_object, request_strings
+from arbitrage.servers.wire.fields import (
+    RequestError, finite_numbers, reply_field, request_field, request_object, request_strings,
+)
 from arbitrage.servers.wire.router_query import decode_router_query, encode_router_query
 from arbitrage.servers.wire.scores import unit_interval
 
 END_SESSION_PATH = "/v1/arbitrage/end_session"
 PRM_PATH = "/v1/arbitrage/prm"
 ROUTER_PATH = "/v1/arbitrage/router"
+CONTINUATION_PATH = "/v1/arbitrage/continuation"
 
 PrmItem = tuple[str, tuple[str, ...], bool]  # (problem, steps, last_only): what the PRM batcher takes
 
@@ -42,6 +50,7 @@ class ArbitrageDialect(Dialect):
     prm_styles = frozenset({"skywork", "qwen", "judge"})  # the server runs the PRM itself
     scores_router = True
     renders_chat = True
+    scores_continuation = True  # the server tokenizes; the client sends the structured call
 
     def step(self, prompt: str, request: StepRequest) -> Call[StepOutput]:
         call = super().step(prompt, request)
@@ -60,6 +69,10 @@ class ArbitrageDialect(Dialect):
 
     def router_score(self, query: RouterQuery) -> Call[float]:
         return Call(ROUTER_PATH, encode_router_request(self.model, [query]), lambda reply, url: decode_router_reply(reply, 1, url)[0])
+
+    def score_continuation(self, request: ContinuationRequest, tokens: ContinuationTokens | None) -> Call[list[float]]:
+        body = encode_continuation_request(self.model, [request])
+        return Call(CONTINUATION_PATH, body, lambda reply, url: decode_continuation_reply(reply, 1, url)[0])
 
 
 # ---- steps ----
@@ -179,3 +192,45 @@ def encode_router_reply(scores: Sequence[float], model: str) -> dict:
 
 def decode_router_reply(reply: Any, count: int, url: str) -> list[float]:
     return [unit_interval(reply_field(reply, f"data.{i}.score", url), f"data.{i}.score", url) for i in range(count)]
+
+
+# ---- continuation scoring ----
+
+
+def encode_continuation_request(model: str, requests: Sequence[ContinuationRequest]) -> dict:
+    items = [{"problem": r.problem, "steps": list(r.steps), "text": r.text, "session": r.session} for r in requests]
+    return {"model": model, "input": items}
+
+
+def decode_continuation_request(body: dict) -> list[ContinuationRequest]:
+    requests = []
+    for index, item in enumerate(request_field(body, "input", list)):
+        at = f"input.{index}"
+        request_object(item, at)
+        requests.append(ContinuationRequest(
+            request_field(item, "problem", str, at=at),
+            tuple(request_strings(item, "steps", at=at)),
+            request_field(item, "text", str, at=at, default=""),
+            request_field(item, "session", str, at=at, default=None),
+        ))
+    return requests
+
+
+def encode_continuation_reply(results: Sequence[Sequence[float]], model: str) -> dict:
+    data = []
+    for index, values in enumerate(results):
+        values = [float(v) for v in values]
+        if not values or not all(math.isfinite(v) for v in values):
+            raise RuntimeError(f"the generator scored a continuation as {values!r}")
+        data.append({"index": index, "object": "logprobs", "logprobs": values})
+    return {"object": "list", "model": model, "data": data}
+
+
+def decode_continuation_reply(reply: Any, count: int, url: str) -> list[list[float]]:
+    out = []
+    for index in range(count):
+        values = finite_numbers(reply_field(reply, f"data.{index}.logprobs", url, list), f"data.{index}.logprobs", url)
+        if not values:
+            raise BackendError(f"{url}: reply field 'data.{index}.logprobs' is empty; expected the text's tokens and the separator")
+        out.append(values)
+    return out

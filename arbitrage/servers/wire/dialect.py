@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Sequence
 
 from arbitrage.config import ModelConfig
-from arbitrage.protocols import RouterQuery, SamplingParams, StepOutput, StepRequest
+from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
+from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
 from arbitrage.servers.wire import judge
 from arbitrage.servers.wire.call import Call
 from arbitrage.servers.wire.completions import (
@@ -111,3 +112,9 @@ class Dialect:
     def router_score(self, query: RouterQuery) -> Call[float]:
         """Only called when `scores_router`."""
         raise NotImplementedError(f"api '{self.name}' has no router scoring endpoint")
+
+    def score_continuation(self, request: ContinuationRequest, tokens: ContinuationTokens | None) -> Call[list[float]]:
+        """The continuation's token logprobs, then the separator's as one entry
+        (protocols.ContinuationScorer). `tokens`: the ids to send, when
+        `continuation_wants_tokens`. Only called when `scores_continuation`."""
+        raise NotImplementedError(f"api '{self.name}' cannot score a continuation")

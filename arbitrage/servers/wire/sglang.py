@@ -12,21 +12,37 @@ are the pooled head outputs at the last token, before any activation
 sequence, so a PRM's step rewards take one prefix per step, each ending at its step, in
 one batched request (sglang's radix cache shares the prefixes); the newest step's
 reward alone takes one.
+
+A continuation's logprobs (`score_continuation`, the target-prefill router) come from
+`POST /generate` with the token ids the in-process model would be fed
+(`{"input_ids", "sampling_params": {"max_new_tokens": 0, "temperature": 0},
+"return_logprob": true, "logprob_start_len": <prefix tokens>}`; the fields of
+`GenerateReqInput`, python/sglang/srt/managers/io_struct.py; max_new_tokens 0 passes
+`SamplingParams.verify`, python/sglang/srt/sampling/sampling_params.py). No `model`
+field: /generate takes none. The reply's `meta_info.input_token_logprobs` holds one
+`[logprob, token_id, text-or-null]` per input token from `logprob_start_len` on
+(python/sglang/srt/managers/tokenizer_manager.py `detokenize_logprob_tokens`;
+test/srt/test_srt_endpoint.py `test_logprob_start_len`: prompt_tokens ==
+logprob_start_len + len(input_token_logprobs)), each token scored given the ones before
+it. Starting the logprobs at the prefix's end leaves the prefix to sglang's radix cache.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence, TypeVar
 
-from arbitrage.protocols import RouterQuery
+from arbitrage.protocols import ContinuationRequest, RouterQuery
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.router_input import format_router_input
+from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
 from arbitrage.servers.wire.dialect import Call, Dialect
-from arbitrage.servers.wire.fields import finite_numbers, reply_field
+from arbitrage.servers.wire.fields import finite_numbers, is_kind, reply_field, short
 from arbitrage.servers.wire.scores import probability
 
 CLASSIFY_PATH = "/classify"
+GENERATE_PATH = "/generate"
 T = TypeVar("T")
 
 
@@ -35,9 +51,17 @@ class SglangDialect(Dialect):
     prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
     continues_chat = True
+    scores_continuation = True
+    continuation_wants_tokens = True
 
     def chat_continuation(self, continuing: bool) -> dict:
         return {"continue_final_message": True} if continuing else {}
+
+    def score_continuation(self, request: ContinuationRequest, tokens: ContinuationTokens | None) -> Call[list[float]]:
+        if tokens is None:
+            raise ValueError("sglang scores a continuation from token ids; give the tokens")
+        return Call(GENERATE_PATH, encode_generate_logprobs_request(tokens),
+                    lambda reply, url: tokens.fold(decode_input_token_logprobs(reply, tokens, url)))
 
     def prm_rewards(self, prm_input: PrmInput, problem: str, steps: Sequence[str], *, last_only: bool) -> Call[list[float]]:
         if prm_input.style == "judge":
@@ -69,3 +93,33 @@ def decode_classify_reply(reply: Any, count: int, url: str) -> list[list[float]]
         finite_numbers(reply_field(item, "embedding", url, list, at=str(index)), f"{index}.embedding", url)
         for index, item in enumerate(items)
     ]
+
+
+def encode_generate_logprobs_request(tokens: ContinuationTokens) -> dict:
+    return {
+        "input_ids": list(tokens.ids),
+        "sampling_params": {"max_new_tokens": 0, "temperature": 0},
+        "return_logprob": True,
+        "logprob_start_len": tokens.prefix_len,
+    }
+
+
+def decode_input_token_logprobs(reply: Any, tokens: ContinuationTokens, url: str) -> list[float]:
+    """The logprob of each scored token, checked against the ids that were sent."""
+    entries = reply_field(reply, "meta_info.input_token_logprobs", url, list)
+    sent = tokens.ids[tokens.prefix_len :]
+    if len(entries) != len(sent):
+        raise BackendError(f"{url}: reply field 'meta_info.input_token_logprobs' has {len(entries)} entries for "
+                           f"the {len(sent)} tokens from logprob_start_len {tokens.prefix_len}")
+    values = []
+    for index, (entry, token) in enumerate(zip(entries, sent)):
+        where = f"meta_info.input_token_logprobs.{index}"
+        if not isinstance(entry, list) or len(entry) < 2:
+            raise BackendError(f"{url}: reply field '{where}' should be [logprob, token_id, text], got {short(entry)}")
+        logprob, token_id = entry[0], entry[1]
+        if token_id != token:
+            raise BackendError(f"{url}: reply field '{where}' scores token {token_id!r} where {token} was sent")
+        if not is_kind(logprob, float) or not math.isfinite(logprob):
+            raise BackendError(f"{url}: reply field '{where}.0' is not a finite logprob: {short(logprob)}")
+        values.append(float(logprob))
+    return values

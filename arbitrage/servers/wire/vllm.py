@@ -11,19 +11,32 @@ outputs, the activation applied here as the in-process models apply theirs. Repl
 goes in one input and comes back as one row per step tag (STEP pooling) or per token
 (ALL pooling, as with the Skywork PRM plugin); per-token rows are read at each step's
 last token, which needs the served model's tokenizer client side.
+
+A continuation's logprobs (`score_continuation`, the target-prefill router) come from
+`POST /v1/completions` with the token ids the in-process model would be fed as `prompt`,
+`echo: true`, `max_tokens: 0`, `logprobs: 1`: with echo and no generation the reply's
+`choices[0].logprobs.token_logprobs` holds one entry per prompt token, null for the
+first (vllm/entrypoints/openai/completion/serving.py
+`request_output_to_completion_response` and `_create_completion_logprobs`), and echo
+makes vLLM compute the prompt's logprobs (`prompt_logprobs` defaults to `logprobs` when
+`echo` is set, vllm/entrypoints/openai/completion/protocol.py `to_sampling_params`).
+vLLM computes prompt logprobs without its prefix cache, so the whole prefix is run again.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence, TypeVar
 
 from arbitrage.config import ModelConfig
-from arbitrage.protocols import RouterQuery
+from arbitrage.protocols import ContinuationRequest, RouterQuery
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.router_input import format_router_input
+from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
+from arbitrage.servers.wire.completions import COMPLETIONS_PATH
 from arbitrage.servers.wire.dialect import Call, Dialect
-from arbitrage.servers.wire.fields import finite_numbers, reply_field
+from arbitrage.servers.wire.fields import finite_numbers, is_kind, reply_field, short
 from arbitrage.servers.wire.scores import probability
 
 POOLING_PATH = "/pooling"
@@ -35,9 +48,17 @@ class VllmDialect(Dialect):
     prm_styles = frozenset(PrmInput.STYLES) | Dialect.prm_styles
     scores_router = True
     continues_chat = True
+    scores_continuation = True
+    continuation_wants_tokens = True
 
     def chat_continuation(self, continuing: bool) -> dict:
         return {"continue_final_message": True, "add_generation_prompt": False} if continuing else {}
+
+    def score_continuation(self, request: ContinuationRequest, tokens: ContinuationTokens | None) -> Call[list[float]]:
+        if tokens is None:
+            raise ValueError("vLLM scores a continuation from token ids; give the tokens")
+        return Call(COMPLETIONS_PATH, encode_echo_logprobs_request(self.model, tokens),
+                    lambda reply, url: tokens.fold(decode_echo_logprobs(reply, tokens, url)))
 
     def prm_wants_tokenizer(self, model_cfg: ModelConfig) -> bool:
         # The Skywork plugin pools per token: usable only with the step-end positions.
@@ -89,4 +110,25 @@ def decode_pooling_reply(reply: Any, count: int, url: str) -> list[list[list[flo
         if rows and not isinstance(rows[0], list):
             rows = [rows]  # a sequence-level result: one row
         out.append([finite_numbers(row, f"data.{index}.data.{r}", url) for r, row in enumerate(rows)])
+    return out
+
+
+def encode_echo_logprobs_request(model: str, tokens: ContinuationTokens) -> dict:
+    return {"model": model, "prompt": list(tokens.ids), "max_tokens": 0, "echo": True, "logprobs": 1,
+            "temperature": 0, "n": 1, "stream": False}
+
+
+def decode_echo_logprobs(reply: Any, tokens: ContinuationTokens, url: str) -> list[float]:
+    """The logprobs of the scored tokens out of the echoed prompt's."""
+    values = reply_field(reply, "choices.0.logprobs.token_logprobs", url, list)
+    if len(values) != len(tokens.ids):
+        raise BackendError(f"{url}: reply field 'choices.0.logprobs.token_logprobs' has {len(values)} entries for a "
+                           f"prompt of {len(tokens.ids)} tokens (echo with max_tokens 0)")
+    out = []
+    for index in range(tokens.prefix_len, len(values)):
+        value = values[index]
+        if not is_kind(value, float) or not math.isfinite(value):
+            raise BackendError(f"{url}: reply field 'choices.0.logprobs.token_logprobs.{index}' is not a finite "
+                               f"logprob: {short(value)}")
+        out.append(float(value))
     return out
