@@ -3,15 +3,22 @@ step, read in one prefill (`score_continuation`), next to the draft's, through a
 standardised logistic model.
 
 The target model is not asked to write anything: one forward over the draft step's
-tokens (and the separator that ended it) tells how likely the target finds each token.
-A draft token the target finds unlikely is where the two models disagree, and on the
-lab models that is where the draft is wrong. With a `session`, the forward reuses the
-target's KV cache of the problem, and an escalated step reuses it in turn.
+tokens tells how likely the target finds each token. A draft token the target finds
+unlikely is where the two models disagree, and on the lab models that is where the draft
+is wrong. With a `session`, the forward reuses the target's KV cache of the problem, and
+an escalated step reuses it in turn.
 
-Cascade: with `cascade_low` set, the zero-cost feature router (fitted on the same rows
-and saved beside the model) scores first; a step it scores below `cascade_low` is
-accepted with no prefill (score 0: no threshold in [0, 1] escalates it), and only the
-rest pay for the target's forward.
+The separator: `score_continuation` scores it after the step too (one entry), since the
+target's probability of ending the step there is a signal of its own, and feeding it
+leaves the target's cache holding the whole accepted step for the next call. It is a
+feature only where the draft did end on it (a final step ends on EOS, which the target
+expects there instead). On the lab models it alone ranks wrong steps at chance
+(validation AUROC 0.504: the draft's steps end where the target's would).
+
+Cascade: with `cascade_low` set, the zero-cost feature router saved inside the weights
+(for `lab:router-prefill`, the shipped `lab:router-features`) scores first; a step it
+scores below `cascade_low` is accepted with no prefill (score 0: no threshold in [0, 1]
+escalates it), and only the rest pay for the target's forward.
 
 Weights are JSON (no pickle): the feature names, their standardisation, the
 coefficients, the label the model was fitted on and the cascade's feature router.
