@@ -226,3 +226,15 @@ def test_under_batching_the_router_queues_its_prefills_with_the_targets_steps(tm
         before = sum(models.target.batcher.batch_sizes)
         result = router_score(models.router, query("a step", [-0.1] * 8))
         assert result.prefill_calls == 1 and sum(models.target.batcher.batch_sizes) == before + 1
+
+
+def test_the_checker_label_on_a_problem_the_lab_checker_cannot_read_says_to_use_delta():
+    from arbitrage.router.fit_prefill import row_label
+
+    row = {"problem_id": "gsm-1", "problem": "What is the capital of France?", "previous_steps": [],
+           "draft_step": "Paris.", "label": 1}
+    assert row_label(row, "delta") == 1
+    with pytest.raises(ValueError, match="needs lab problems.*'gsm-1'.*label 'delta'"):
+        row_label(row, "checker")
+    with pytest.raises(ValueError, match="label must be one of delta, checker"):
+        row_label(row, "votes")

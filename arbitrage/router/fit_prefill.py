@@ -64,7 +64,11 @@ def row_label(row: dict, label: str) -> int:
         from arbitrage.lab.checker import check_step
 
         previous = [step["text"] for step in row["previous_steps"]]
-        return int(not check_step(row["problem"], previous, row["draft_step"]).correct)
+        try:
+            return int(not check_step(row["problem"], previous, row["draft_step"]).correct)
+        except ValueError as error:
+            raise ValueError(f"label 'checker' needs lab problems; the lab checker cannot read problem "
+                             f"{row.get('problem_id')!r} ({error}); fit with label 'delta'") from None
     raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
 
 
