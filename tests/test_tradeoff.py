@@ -184,3 +184,24 @@ def test_runs_of_a_named_router_make_a_curve_of_their_own_with_every_arbitrage_c
     assert set(analysis["rsd_checks"]) == {"arbitrage", "arbitrage@features"}
     assert analysis["oracle_gain"]["arbitrage@features"] == analysis["oracle_gain"]["arbitrage"]
     assert set(analysis["wasted"]) == {"arbitrage", "arbitrage@features", "rsd", "oracle"}
+
+
+def test_a_policy_faster_and_more_accurate_than_the_baseline_gets_a_lower_bound_on_its_speedup():
+    # A's fastest run (0.5 s) reaches 0.88, above target-only's 0.873 at 3.5 s.
+    result = speedup_at_matched_accuracy([(0.5, 0.88), (0.6, 0.9)], [(3.5, 0.873)])
+    (point,) = result["points"]
+    assert point["bound"] is True and point["speedup"] == pytest.approx(3.5 / 0.5)
+    assert result["at_b_top"] is point and result["overlap"] is None and "at least" in result["note"]
+    # Against a curve it overlaps in part: exact points where both reach, bounds below A's lowest.
+    mixed = speedup_at_matched_accuracy([(0.5, 0.8), (1.0, 0.9)], [(0.4, 0.6), (0.9, 0.8), (2.0, 0.85)])
+    assert [(round(p["accuracy"], 3), p["bound"]) for p in mixed["points"]] == [(0.6, True), (0.8, False), (0.85, False)]
+    assert mixed["points"][0]["speedup"] == pytest.approx(0.4 / 0.5) and mixed["overlap"] == [0.8, 0.85]
+    assert mixed["at_b_top"]["speedup"] == pytest.approx(2.0 / 0.75)
+
+
+def test_the_report_line_says_at_least_for_a_bound():
+    from arbitrage.eval.report import speedup_text
+
+    line = speedup_text("arbitrage@cascade_vs_target_only", speedup_at_matched_accuracy([(0.5, 0.88)], [(3.5, 0.873)]))
+    assert line.startswith("Speedup of Arbitrage (router cascade) over target-only at matched accuracy: best >= 7.00x")
+    assert "at target-only's top accuracy 0.873: >= 7.00x (A's least accurate frontier run (0.88)" in line

@@ -107,15 +107,22 @@ def speedup_text(key: str, speedup: dict) -> str:
         return f"Speedup of {a} over {b} at matched accuracy: n/a ({speedup['note']})"
     best = speedup["best"]
     text = (
-        f"Speedup of {a} over {b} at matched accuracy: best {best['speedup']:.2f}x "
+        f"Speedup of {a} over {b} at matched accuracy: best {_at_least(best)}{best['speedup']:.2f}x "
         f"(accuracy {best['accuracy']:.3f}: {best['latency_a']:.3g} s vs {best['latency_b']:.3g} s)"
     )
     top = speedup["at_b_top"]
     if top is not None:
-        text += f"; at {b}'s top accuracy {top['accuracy']:.3f}: {top['speedup']:.2f}x"
+        text += f"; at {b}'s top accuracy {top['accuracy']:.3f}: {_at_least(top)}{top['speedup']:.2f}x"
+        if top["bound"]:
+            text += f" ({speedup['note']})"
     else:
         text += f"; at {b}'s top accuracy: n/a ({speedup['note']})"
     return text
+
+
+def _at_least(point: dict) -> str:
+    """A bound point: A's fastest run is more accurate than the accuracy matched."""
+    return ">= " if point.get("bound") else ""
 
 
 def check_text(check: dict, head: str) -> str:
@@ -210,7 +217,7 @@ def _speedup_table(key: str, speedup: dict) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{p['accuracy']:.3f}</td><td>{p['latency_a']:.3g}</td><td>{p['latency_b']:.3g}</td>"
-        f"<td>{p['speedup']:.2f}x</td></tr>"
+        f"<td>{_at_least(p)}{p['speedup']:.2f}x</td></tr>"
         for p in speedup["points"]
     )
     return (

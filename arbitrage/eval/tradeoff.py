@@ -25,7 +25,9 @@ What is computed, exactly:
   inside the common range; the ratio of two piecewise-linear functions is monotone
   between breakpoints, so its maximum is among them). Reported: the best ratio and
   the ratio at B's top accuracy (None when A does not reach it). > 1 means A is
-  faster.
+  faster. At B's accuracies below all of A's frontier, A's fastest frontier run is
+  more accurate still, so its latency bounds A's: such points are marked `bound`, a
+  lower bound on the speedup (A both faster and more accurate than B there).
 - `compare_curves(a, b, low, high, step)`: accuracy_a - accuracy_b at a grid of call
   rates (every `step` plus both curves' own rates in [low, high]).
 - `oracle_gain_share(curve, oracle, draft_only)`: at each oracle point's call rate r
@@ -131,36 +133,42 @@ def latency_at_accuracy(points: Sequence[Sequence], accuracy: float) -> float | 
 
 
 def speedup_at_matched_accuracy(a: Sequence[Sequence], b: Sequence[Sequence]) -> dict:
-    """How much faster A is than B at equal accuracy: latency_B / latency_A (see module doc)."""
+    """How much faster A is than B at equal accuracy: latency_B / latency_A (see module doc).
+
+    Where B's accuracy is below every accuracy A's frontier reaches, A's fastest frontier
+    run is at least as accurate, so its latency bounds what A needs there: those points
+    carry `bound: True` and their speedup is a lower bound."""
     front_a, front_b = pareto_frontier(a), pareto_frontier(b)
     result: dict = {"points": [], "best": None, "at_b_top": None, "overlap": None, "note": ""}
     if not front_a or not front_b:
         result["note"] = "one of the policies has no points"
         return result
-    low = max(front_a[0][1], front_b[0][1])
-    high = min(front_a[-1][1], front_b[-1][1])
-    b_top = front_b[-1][1]
-    if low > high + EPS:
-        result["note"] = (
-            f"no common accuracy: A reaches {front_a[0][1]:.4g}..{front_a[-1][1]:.4g}, "
-            f"B {front_b[0][1]:.4g}..{front_b[-1][1]:.4g}"
-        )
+    a_low, a_high = front_a[0][1], front_a[-1][1]
+    b_low, b_top = front_b[0][1], front_b[-1][1]
+    high = min(a_high, b_top)
+    if b_low > high + EPS:
+        result["note"] = f"no common accuracy: A reaches {a_low:.4g}..{a_high:.4g}, B {b_low:.4g}..{b_top:.4g}"
         return result
-    result["overlap"] = [low, high]
-    accuracies = sorted({p[1] for p in (*front_a, *front_b) if low - EPS <= p[1] <= high + EPS} | {low, high})
+    if max(a_low, b_low) <= high + EPS:
+        result["overlap"] = [max(a_low, b_low), high]
+    accuracies = sorted({p[1] for p in (*front_a, *front_b) if b_low - EPS <= p[1] <= high + EPS} | {b_low, high})
     for accuracy in accuracies:
-        latency_a, latency_b = latency_at_accuracy(a, accuracy), latency_at_accuracy(b, accuracy)
+        bound = accuracy < a_low - EPS
+        latency_a = front_a[0][0] if bound else latency_at_accuracy(a, accuracy)
+        latency_b = latency_at_accuracy(b, accuracy)
         if latency_a is None or latency_b is None or latency_a <= 0:
             continue
-        result["points"].append(
-            {"accuracy": accuracy, "latency_a": latency_a, "latency_b": latency_b, "speedup": latency_b / latency_a}
-        )
+        result["points"].append({"accuracy": accuracy, "latency_a": latency_a, "latency_b": latency_b,
+                                 "speedup": latency_b / latency_a, "bound": bound})
     if result["points"]:
         result["best"] = max(result["points"], key=lambda p: p["speedup"])
         top = [p for p in result["points"] if abs(p["accuracy"] - b_top) <= EPS]
         result["at_b_top"] = top[0] if top else None
     if result["at_b_top"] is None:
-        result["note"] = f"A's frontier does not reach B's top accuracy {b_top:.4g} (A's best: {front_a[-1][1]:.4g})"
+        result["note"] = f"A's frontier does not reach B's top accuracy {b_top:.4g} (A's best: {a_high:.4g})"
+    elif result["at_b_top"]["bound"]:
+        result["note"] = (f"A's least accurate frontier run ({a_low:.4g}) is above B's top accuracy {b_top:.4g}: "
+                          "its latency bounds A's, so the speedup there is at least the figure given")
     return result
 
 
