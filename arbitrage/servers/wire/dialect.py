@@ -40,6 +40,10 @@ class Dialect:
     # True: /v1/chat/completions continues a partial assistant turn (`chat_step`), so a
     # generator may use the server's own chat template (`prompt.chat_template: server`).
     continues_chat: ClassVar[bool] = False
+    # Whether it can score a given continuation (`score_continuation`), and whether the
+    # client sends it token ids for that (then it needs the served model's tokenizer).
+    scores_continuation: ClassVar[bool] = False
+    continuation_wants_tokens: ClassVar[bool] = False
 
     def __init__(self, model: str, separator: str, *, extra: Mapping[str, Any] | None = None):
         """`extra`: the role's `sampling.extra`, sent on its scoring requests too."""
