@@ -71,7 +71,7 @@ def main() -> None:
             router = FeatureRouter.load(resolve_path(path, "router"))
             figures[f"features {path}"] = _auroc(wrong, [router.score_row(r) for r in rows])
         for path in args.prefill:
-            model, _, _ = load_prefill_weights(resolve_path(path, "router"))
+            model, _, _, _ = load_prefill_weights(resolve_path(path, "router"))
             figures[f"prefill {path}"] = _auroc(wrong, [model.probability(row_prefill_signals(r)) for r in rows])
         figures["prm 1 - s_d"] = _auroc(wrong, [1 - r["draft_score"] for r in rows])
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))

@@ -17,7 +17,7 @@ from arbitrage.eval.metrics import summarize
 from arbitrage.lab.checker import check_step
 from arbitrage.lab.task import generate_problems
 from arbitrage.protocols import AnnotatedStep, RouterQuery, StepOutput, router_score
-from arbitrage.servers.feature_router import FeatureRouter
+from arbitrage.servers.feature_router import FeatureRouter, model_identity
 from arbitrage.servers.prefill_router import (
     FEATURES, PrefillModel, PrefillRouter, PrefillSignals, features_of, load_prefill_weights, row_ended_on_separator,
     split_scores,
@@ -192,8 +192,9 @@ def test_train_then_load_through_the_config_and_route_wrong_lab_steps_up(tmp_pat
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output[result.output.index("{"):])["validation"]
     assert metrics["auroc_wrong_step"] > 0.9
-    model, cascade, label = load_prefill_weights(output)
+    model, cascade, label, fitted_on = load_prefill_weights(output)
     assert label == "checker" and model.features == FEATURES
+    assert fitted_on.target == model_identity(Config().models.target) and fitted_on.draft is None  # no generate/ run
     assert cascade.to_json() == FeatureRouter.load("arbitrage/lab/weights/router-features").to_json()
 
     config = Config(models=ModelsConfig(router=ModelConfig(path=str(output), router_kind="target_prefill")))
@@ -211,6 +212,22 @@ def test_train_then_load_through_the_config_and_route_wrong_lab_steps_up(tmp_pat
     eval_result = CliRunner().invoke(app, ["router", "eval", "--router", str(output), "--data", str(data), "--json"])
     assert eval_result.exit_code == 0, eval_result.output
     assert json.loads(eval_result.output)["auroc"] > 0.9
+
+
+def test_the_shipped_router_refuses_another_target_unless_allowed(caplog):
+    def models_with(target_path, **router):
+        config = validate_config({"models": {"target": {"path": target_path},
+                                             "router": {"path": "lab:router-prefill", "router_kind": "target_prefill",
+                                                        **router}}})
+        return load_models(config, roles=("target", "router"))
+
+    assert isinstance(models_with("lab:target").router, PrefillRouter)
+    with pytest.raises(ConfigError, match=r"models.router: the target-prefill router was fitted on target "
+                                          r"'lab:target', but models.target is 'lab:draft'.*allow_foreign_router"):
+        models_with("lab:draft")
+    with caplog.at_level("WARNING"):
+        assert isinstance(models_with("lab:draft", allow_foreign_router=True).router, PrefillRouter)
+    assert "allowed by allow_foreign_router" in caplog.text
 
 
 def test_under_batching_the_router_queues_its_prefills_with_the_targets_steps(tmp_path):

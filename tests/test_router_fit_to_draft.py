@@ -13,9 +13,9 @@ import pytest
 
 from arbitrage.config import Config, ConfigError, Limits, validate_config
 from arbitrage.graph.router_watch import ConstantScoreWatch
-from arbitrage.router.fit_features import data_draft, fit_feature_router
+from arbitrage.router.fit_features import data_identity, fit_feature_router
 from arbitrage.servers.factory import ModelSet, load_model
-from arbitrage.servers.feature_router import FeatureRouter, draft_identity
+from arbitrage.servers.feature_router import FeatureRouter, model_identity
 from arbitrage.solver import Solver
 from fakes import ScriptedGenerator, ScriptedRouter
 
@@ -29,7 +29,7 @@ def router_config(draft: dict | None, router_path: str = "lab:router-features", 
 def test_the_shipped_feature_router_records_the_lab_draft():
     router = FeatureRouter.load(LAB / "router-features")
     assert router.draft["path"] == "lab:draft"
-    assert router.draft["fingerprint"] == draft_identity(Config().models.draft)["fingerprint"]
+    assert router.draft["fingerprint"] == model_identity(Config().models.draft)["fingerprint"]
     config = Config()
     assert isinstance(load_model("router", config.models.router, config), FeatureRouter)
 
@@ -52,14 +52,14 @@ def test_allow_foreign_router_loads_it_with_a_warning(tmp_path, caplog):
     assert "fitted on draft 'lab:draft'" in caplog.text and "allow_foreign_router" in caplog.text
 
 
-def test_a_copy_of_the_draft_is_the_same_draft_and_retrained_weights_at_its_path_are_not(tmp_path):
+def test_a_copy_of_the_draft_is_the_same_model_and_retrained_weights_at_its_path_are_not(tmp_path):
     copy = tmp_path / "draft-copy"
     shutil.copytree(LAB / "draft", copy)
     config = router_config({"path": str(copy)})
     load_model("router", config.models.router, config)  # same fingerprint: accepted
     retrained_router = tmp_path / "router"
     router = FeatureRouter.load(LAB / "router-features")
-    router.draft = {**draft_identity(config.models.draft), "path": str(copy)}
+    router.draft = {**model_identity(config.models.draft), "path": str(copy)}
     router.save(retrained_router)
     (copy / "model.safetensors").write_bytes((LAB / "target" / "model.safetensors").read_bytes())
     config = router_config({"path": str(copy)}, router_path=str(retrained_router))
@@ -94,8 +94,8 @@ def test_training_records_the_draft_of_the_router_data(tmp_path):
     run = tmp_path / "generate"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(Config().model_dump()))
-    identity = data_draft(tmp_path)
-    assert identity == draft_identity(Config().models.draft)
+    identity = data_identity(tmp_path)
+    assert identity == model_identity(Config().models.draft)
     rows = [{"draft_token_logprobs": [-0.1 * i], "draft_tokens": 3, "previous_steps": [], "label": i % 2} for i in range(8)]
     fit_feature_router(rows, draft=identity).save(tmp_path / "router")
     assert FeatureRouter.load(tmp_path / "router").draft == identity
@@ -105,7 +105,7 @@ def test_training_records_the_draft_of_the_router_data(tmp_path):
     mixed["models"]["draft"]["path"] = "lab:target"
     (other / "config.json").write_text(json.dumps(mixed))
     with pytest.raises(ValueError, match="generated with draft 'lab:target'.*fit one router per draft"):
-        data_draft(tmp_path)
+        data_identity(tmp_path)
 
 
 # ---- constant scores ----

@@ -88,10 +88,10 @@ def train(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if kind == "features":
-        from arbitrage.router.fit_features import data_draft, fit_feature_router
+        from arbitrage.router.fit_features import data_identity, fit_feature_router
 
         try:
-            draft = data_draft(data)  # recorded, so the router refuses another draft's features
+            draft = data_identity(data)  # recorded, so the router refuses another draft's features
         except ValueError as error:
             fail(str(error))
         rows = downsample_majority(train_rows, seed) if downsample else train_rows
@@ -102,18 +102,19 @@ def train(
         return
     if kind == "target_prefill":
         from arbitrage.cli_support import set_torch_threads
+        from arbitrage.router.fit_features import data_identity
         from arbitrage.router.fit_prefill import train_prefill_router
+        from arbitrage.servers.feature_router import FeatureRouter, model_identity
+        from arbitrage.servers.prefill_router import FittedOn
 
         set_torch_threads(threads)
         try:
-            cascade_router = None
-            if cascade is not None:
-                from arbitrage.servers.feature_router import FeatureRouter
-
-                cascade_router = FeatureRouter.load(_resolve(cascade))
+            cascade_router = FeatureRouter.load(_resolve(cascade)) if cascade is not None else None
+            scoring_config = _load_config(config)
+            fitted_on = FittedOn(draft=data_identity(data), target=model_identity(scoring_config.models.target))
             metrics = train_prefill_router(train_rows, validation_rows, output, label=label,
-                                           target=_load_target(config), seed=seed, downsample=downsample,
-                                           cascade=cascade_router)
+                                           target=_load_target(scoring_config), seed=seed, downsample=downsample,
+                                           cascade=cascade_router, fitted_on=fitted_on)
         except (FileNotFoundError, ValueError) as error:
             fail(str(error))
         typer.echo(json.dumps({"validation": metrics}, indent=2))
@@ -153,8 +154,8 @@ def evaluate(
         from arbitrage.router.fit_prefill import add_target_logprobs
         from arbitrage.servers.prefill_router import load_prefill_weights, row_prefill_signals
 
-        model, _, _ = load_prefill_weights(directory)
-        add_target_logprobs(rows, _load_target(config))
+        model, _, _, _ = load_prefill_weights(directory)
+        add_target_logprobs(rows, _load_target(_load_config(config)))
         scores = [model.probability(row_prefill_signals(r)) for r in rows]
     elif (directory / "feature_router.json").exists():
         from arbitrage.servers.feature_router import FeatureRouter
@@ -173,12 +174,21 @@ def evaluate(
             typer.echo(f"{key:>20}: {value}")
 
 
-def _load_target(config: Optional[Path]):
+def _load_config(path: Optional[Path]):
     from arbitrage.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        fail(str(error))
+
+
+def _load_target(config):
+    from arbitrage.config import ConfigError
     from arbitrage.servers.factory import load_models
 
     try:
-        return load_models(load_config(config), roles=("target",)).target
+        return load_models(config, roles=("target",)).target
     except ConfigError as error:
         fail(str(error))
 

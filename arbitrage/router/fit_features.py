@@ -9,7 +9,7 @@ from typing import Sequence
 
 from arbitrage.config import ModelConfig
 from arbitrage.eval.run import CONFIG_FILE
-from arbitrage.servers.feature_router import FEATURES, FeatureRouter, draft_identity, row_features, same_draft
+from arbitrage.servers.feature_router import FEATURES, FeatureRouter, model_identity, row_features, same_model
 
 
 def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
@@ -29,18 +29,18 @@ def fit_feature_router(rows: list[dict], *, seed: int = 0, C: float = 1.0,
                          draft=draft)
 
 
-def data_draft(data_dir: str | Path) -> dict | None:
-    """`draft_identity` of the draft of the generate runs under a router data directory
-    (arbitrage/router/build_data.py); None when none recorded its config. Raises
-    ValueError when its shards were written by different drafts."""
+def data_identity(data_dir: str | Path, role: str = "draft") -> dict | None:
+    """`model_identity` of the `role` model of the generate runs under a router data
+    directory (arbitrage/router/build_data.py); None when none recorded its config. Raises
+    ValueError when its shards were written by different models."""
     found: list[dict] = []
     for config_path in sorted(Path(data_dir).glob(f"generate*/{CONFIG_FILE}")):
-        draft = json.loads(config_path.read_text()).get("models", {}).get("draft")
-        if draft is None:
+        model = json.loads(config_path.read_text()).get("models", {}).get(role)
+        if model is None:
             continue
-        identity = draft_identity(ModelConfig.model_validate(draft))
-        if found and not same_draft(found[0], identity):
-            raise ValueError(f"{config_path.parent} was generated with draft {identity['path']!r}, "
-                             f"another shard with {found[0]['path']!r}; fit one router per draft")
+        identity = model_identity(ModelConfig.model_validate(model))
+        if found and not same_model(found[0], identity):
+            raise ValueError(f"{config_path.parent} was generated with {role} {identity['path']!r}, "
+                             f"another shard with {found[0]['path']!r}; fit one router per {role}")
         found.append(identity)
     return found[0] if found else None

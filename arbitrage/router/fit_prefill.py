@@ -23,7 +23,7 @@ from arbitrage.router.fit_features import fit_feature_router
 from arbitrage.servers.batching import ContinuationRequest
 from arbitrage.servers.feature_router import FeatureRouter
 from arbitrage.servers.prefill_router import (
-    FEATURES, TARGET_LOGPROBS_FIELD, PrefillModel, features_of, row_prefill_signals, save_prefill_router,
+    FEATURES, TARGET_LOGPROBS_FIELD, FittedOn, PrefillModel, features_of, row_prefill_signals, save_prefill_router,
 )
 
 LABELS = ("delta", "checker")
@@ -89,9 +89,10 @@ def fit_prefill_model(rows: list[dict], labels: Sequence[int], *, features: Sequ
 
 def train_prefill_router(train_rows: list[dict], validation_rows: list[dict], output: str | Path, *, label: str,
                          target, seed: int = 0, downsample: bool = True, cascade: FeatureRouter | None = None,
-                         features: Sequence[str] = FEATURES) -> dict:
+                         features: Sequence[str] = FEATURES, fitted_on: FittedOn = FittedOn()) -> dict:
     """Fit, save under `output`, and return the validation metrics (on the paper's label, and
-    the AUROC at finding wrong draft steps when fitted on the checker's verdict)."""
+    the AUROC at finding wrong draft steps when fitted on the checker's verdict). `fitted_on`:
+    the draft that wrote the rows and the `target` scoring them, recorded with the weights."""
     if label not in LABELS:
         raise ValueError(f"--label must be one of {', '.join(LABELS)}, got {label!r}")
     train_rows = sorted(train_rows, key=lambda row: (row["problem_id"], row["step_index"]))
@@ -102,11 +103,12 @@ def train_prefill_router(train_rows: list[dict], validation_rows: list[dict], ou
     model = fit_prefill_model(chosen, [row["label"] for row in chosen], features=features, seed=seed)
     cascade_source = "given"
     if cascade is None:
-        cascade = fit_feature_router(downsample_majority(train_rows, seed) if downsample else train_rows, seed=seed)
+        cascade = fit_feature_router(downsample_majority(train_rows, seed) if downsample else train_rows, seed=seed,
+                                     draft=fitted_on.draft)
         cascade_source = "fitted on the same rows (paper's label)"
     training = {"label": label, "rows": len(train_rows), "fitted_rows": len(chosen), "downsample": downsample,
                 "seed": seed, "cascade": cascade_source}
-    save_prefill_router(output, model, label=label, cascade=cascade, training=training)
+    save_prefill_router(output, model, label=label, cascade=cascade, fitted_on=fitted_on, training=training)
     scores = [model.probability(row_prefill_signals(row)) for row in validation_rows]
     metrics = router_metrics(scores, validation_rows)
     if label == "checker":

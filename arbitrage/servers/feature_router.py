@@ -7,7 +7,7 @@ a router fitted on a subset (or on an older feature set) keeps loading and reads
 
 The features are standardised on one draft's logprobs, so the JSON also records that
 draft (`draft`: its path, served model name and, where local, checkpoint fingerprint);
-`check_router_draft` refuses the router beside another draft unless the config allows it.
+`check_fitted_on` refuses the router beside another draft unless the config allows it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class FeatureRouter:
                              f"and {len(coef)} coefficients")
         self.features = tuple(features)
         self.mean, self.scale, self.coef, self.intercept = list(mean), list(scale), list(coef), float(intercept)
-        self.draft = draft  # draft_identity() of the draft it was fitted on; None: not recorded
+        self.draft = draft  # model_identity() of the draft it was fitted on; None: not recorded
 
     def probability(self, features: Sequence[float]) -> float:
         z = self.intercept + sum(c * (x - m) / s for c, x, m, s in zip(self.coef, features, self.mean, self.scale))
@@ -122,14 +122,14 @@ class FeatureRouter:
             raise ValueError(f"{path}: {error}") from None
 
 
-def draft_identity(model_cfg: ModelConfig) -> dict:
-    """What names a draft: its path, the model name its server answers to, and the
+def model_identity(model_cfg: ModelConfig) -> dict:
+    """What names a model: its path, the model name its server answers to, and the
     fingerprint of the local checkpoint at its path (None for a hub id or a remote one)."""
     return {"path": model_cfg.path, "model": model_cfg.model, "fingerprint": path_fingerprint(model_cfg.path)}
 
 
-def same_draft(recorded: dict, current: dict) -> bool:
-    """Fingerprints decide where both are known (a copy elsewhere is the same draft,
+def same_model(recorded: dict, current: dict) -> bool:
+    """Fingerprints decide where both are known (a copy elsewhere is the same model,
     retrained weights at the same path are not); otherwise a shared path or model name."""
     if recorded.get("fingerprint") and current.get("fingerprint"):
         return recorded["fingerprint"] == current["fingerprint"]
@@ -137,25 +137,31 @@ def same_draft(recorded: dict, current: dict) -> bool:
     return bool(names & ({current.get("path"), current.get("model")} - {None}))
 
 
-def check_router_draft(router: FeatureRouter, draft_cfg: ModelConfig | None, *, allow_foreign: bool,
-                       where: str = "models.router") -> None:
-    """ConfigError when `router` was fitted on another draft than `draft_cfg`, unless
-    `allow_foreign`; a warning when the router records no draft."""
-    if draft_cfg is None:
+def check_fitted_on(recorded: dict | None, model_cfg: ModelConfig | None, *, role: str, router: str, refit: str,
+                    allow_foreign: bool, where: str = "models.router") -> None:
+    """ConfigError when a router whose features read the `role` model's logprobs was fitted
+    on another model than `model_cfg`, unless `allow_foreign`; a warning when it records none.
+    `router` names the router kind in messages, `refit` the command that fits it again."""
+    if model_cfg is None:
         return
-    if router.draft is None:
-        log.warning("%s: the feature router records no draft it was fitted on; its features are standardised on "
-                    "that draft's logprobs, so with another draft its scores mean nothing (refit it with "
-                    "`arbitrage router train --kind features`)", where)
+    if recorded is None:
+        log.warning("%s: the %s records no %s it was fitted on; its features are standardised on that %s's "
+                    "logprobs, so with another %s its scores mean nothing (refit it with `%s`)",
+                    where, router, role, role, role, refit)
         return
-    if same_draft(router.draft, draft_identity(draft_cfg)):
+    if same_model(recorded, model_identity(model_cfg)):
         return
-    fitted = router.draft.get("model") or router.draft.get("path")
-    message = (f"{where}: the feature router was fitted on draft {fitted!r}, but models.draft is {draft_cfg.path!r}"
-               f"{' (other weights at the same path)' if fitted == draft_cfg.path else ''}; its features are "
-               "standardised on its own draft's logprobs, so it would not score this draft's steps meaningfully. "
-               "Refit it on this draft (`arbitrage router train --kind features`), or set "
-               f"{where}.allow_foreign_router: true to use it anyway")
+    fitted = recorded.get("model") or recorded.get("path")
+    message = (f"{where}: the {router} was fitted on {role} {fitted!r}, but models.{role} is {model_cfg.path!r}"
+               f"{' (other weights at the same path)' if fitted == model_cfg.path else ''}; its features are "
+               f"standardised on its own {role}'s logprobs, so it would not score this {role}'s steps meaningfully. "
+               f"Refit it on this {role} (`{refit}`), or set {where}.allow_foreign_router: true to use it anyway")
     if not allow_foreign:
         raise ConfigError(message)
     log.warning("%s (allowed by allow_foreign_router)", message.split("; its features")[0])
+
+
+def check_router_draft(router: FeatureRouter, draft_cfg: ModelConfig | None, *, allow_foreign: bool,
+                       where: str = "models.router") -> None:
+    check_fitted_on(router.draft, draft_cfg, role="draft", router="feature router",
+                    refit="arbitrage router train --kind features", allow_foreign=allow_foreign, where=where)

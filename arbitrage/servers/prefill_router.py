@@ -21,7 +21,9 @@ scores below `cascade_low` is accepted with no prefill (score 0: no threshold in
 escalates it), and only the rest pay for the target's forward.
 
 Weights are JSON (no pickle): the feature names, their standardisation, the
-coefficients, the label the model was fitted on and the cascade's feature router.
+coefficients, the label the model was fitted on, the cascade's feature router, and the
+draft and target it was fitted on (`model_identity`): its features read both models'
+logprobs, so loading beside other models is refused unless `allow_foreign_router`.
 Fitting lives in arbitrage/router/fit_prefill.py.
 """
 
@@ -34,7 +36,9 @@ from typing import Callable, NamedTuple, Sequence
 
 from arbitrage.protocols import ContinuationScorer, RouterQuery, RouterScore
 from arbitrage.servers.feature_router import FEATURE_FUNCTIONS as DRAFT_FEATURES
-from arbitrage.servers.feature_router import DraftSignals, FeatureRouter, query_signals, row_signals
+from arbitrage.servers.feature_router import (
+    DraftSignals, FeatureRouter, check_fitted_on, check_router_draft, query_signals, row_signals,
+)
 
 KIND = "arbitrage-target-prefill-router"
 WEIGHTS_FILE = "prefill_router.json"
@@ -175,18 +179,27 @@ class PrefillRouter:
         return self.model.probability(row_prefill_signals(row))
 
 
+class FittedOn(NamedTuple):
+    """`model_identity` of the draft and the target a prefill router was fitted on (None: not recorded)."""
+
+    draft: dict | None = None
+    target: dict | None = None
+
+
 def save_prefill_router(directory: str | Path, model: PrefillModel, *, label: str,
-                        cascade: FeatureRouter | None, training: dict | None = None) -> Path:
+                        cascade: FeatureRouter | None, fitted_on: FittedOn = FittedOn(),
+                        training: dict | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"kind": KIND, "label": label, **model.to_json(),
-               "cascade": cascade.to_json() if cascade is not None else None, "training": training or {}}
+               "cascade": cascade.to_json() if cascade is not None else None,
+               "draft": fitted_on.draft, "target": fitted_on.target, "training": training or {}}
     path = directory / WEIGHTS_FILE
     path.write_text(json.dumps(payload, indent=2))
     return path
 
 
-def load_prefill_weights(directory: str | Path) -> tuple[PrefillModel, FeatureRouter | None, str]:
+def load_prefill_weights(directory: str | Path) -> tuple[PrefillModel, FeatureRouter | None, str, FittedOn]:
     path = Path(directory) / WEIGHTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"target-prefill router weights not found: {path}")
@@ -198,18 +211,25 @@ def load_prefill_weights(directory: str | Path) -> tuple[PrefillModel, FeatureRo
         cascade = FeatureRouter.from_json(payload["cascade"]) if payload.get("cascade") else None
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
-    return model, cascade, payload.get("label", "delta")
+    return model, cascade, payload.get("label", "delta"), FittedOn(payload.get("draft"), payload.get("target"))
 
 
-def load_prefill_router(model_cfg, config, target) -> PrefillRouter:
+def load_prefill_router(model_cfg, config, target, where: str = "models.router") -> PrefillRouter:
     """Backend hook for `router_kind: target_prefill` (path may be lab:NAME); `target` is
     the run's loaded target model."""
     from arbitrage.servers.transformers_backend.loading import resolve_path
 
     if target is None:
         raise ValueError("models.router: router_kind 'target_prefill' reads the target model, but none is loaded")
-    model, cascade, label = load_prefill_weights(resolve_path(model_cfg.path, "router"))
+    model, cascade, label, fitted_on = load_prefill_weights(resolve_path(model_cfg.path, "router"))
     if model_cfg.cascade_low is not None and cascade is None:
         raise ValueError(f"models.router.cascade_low is set but {model_cfg.path} holds no cascade feature router")
+    refit = "arbitrage router train --kind target_prefill"
+    for role, recorded in (("draft", fitted_on.draft), ("target", fitted_on.target)):
+        check_fitted_on(recorded, getattr(config.models, role), role=role, router="target-prefill router",
+                        refit=refit, allow_foreign=model_cfg.allow_foreign_router, where=where)
+    if model_cfg.cascade_low is not None:
+        check_router_draft(cascade, config.models.draft, allow_foreign=model_cfg.allow_foreign_router,
+                           where=f"{where} (its cascade)")
     return PrefillRouter(model, target, config.separator, cascade=cascade, cascade_low=model_cfg.cascade_low,
                          label=label)

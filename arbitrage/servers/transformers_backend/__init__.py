@@ -6,7 +6,7 @@ by every role and run that asks for the same checkpoint.
 
 from __future__ import annotations
 
-from arbitrage.config import Config, ModelConfig
+from arbitrage.config import Config, ConfigError, ModelConfig
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
 from arbitrage.servers.transformers_backend.loading import ModelLoadError, clear_cache, load_model, resolve_path, role_of
 from arbitrage.servers.transformers_backend.prm import build_prm
@@ -43,7 +43,9 @@ def load_router(model_cfg: ModelConfig, config: Config, *, target=None):
         from arbitrage.servers.prefill_router import load_prefill_router
 
         try:
-            return load_prefill_router(model_cfg, config, target)
+            return load_prefill_router(model_cfg, config, target, where=f"models.{role}")
+        except ConfigError:
+            raise
         except (FileNotFoundError, ValueError) as error:
             raise ModelLoadError(f"models.{role} ({model_cfg.path}): {error}") from None
     if model_cfg.router_kind == "features":
