@@ -11,6 +11,7 @@ RSD uses).
 
     python benchmarks/router_wrong_steps.py --data runs/router-data --router lab:router --features lab:router-features
     python benchmarks/router_wrong_steps.py --data runs/router-data --features lab:router-features --prefill lab:router-prefill
+    python benchmarks/router_wrong_steps.py --data runs/router-data-labtest --splits all --features lab:router-features --prefill lab:router-prefill
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--features", action="append", default=[], help="feature router directory or lab:NAME")
     parser.add_argument("--prefill", action="append", default=[], help="target-prefill router directory or lab:NAME")
     parser.add_argument("--config", default=None, help="whose target scores the rows for --prefill (default: lab)")
-    parser.add_argument("--splits", default="validation,test")
+    parser.add_argument("--splits", default="validation,test",
+                        help="comma-separated; 'all' pools train, validation and test (rows of problems no router saw)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,7 +62,8 @@ def main() -> None:
 
         target = load_models(load_config(args.config), roles=("target",)).target
     for split in args.splits.split(","):
-        rows = load_split(args.data, split)
+        parts = ("train", "validation", "test") if split == "all" else (split,)
+        rows = [row for part in parts for row in load_split(args.data, part)]
         if target is not None:
             add_target_logprobs(rows, target)
         wrong = draft_step_wrong(rows)
