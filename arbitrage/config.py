@@ -317,7 +317,7 @@ class ModelsConfig(_Strict):
     draft: ModelConfig | None = Field(default_factory=lambda: _lab("draft"))
     target: ModelConfig | None = Field(default_factory=lambda: _lab("target"))
     prm: ModelConfig | None = Field(default_factory=lambda: _lab("prm", prm_style="skywork"))
-    router: ModelConfig | None = Field(default_factory=lambda: _lab("router-features", router_kind="features"))
+    router: ModelConfig | None = Field(default_factory=lambda: _lab("router-prefill", router_kind="target_prefill"))
 
     def get(self, role: str) -> ModelConfig | None:
         return getattr(self, role)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="examples/lab_prefill.yaml",
+    parser.add_argument("--config", default="examples/lab.yaml",
                         help="its models.router is the prefill router, routers.features the feature router")
     parser.add_argument("--limit", type=int, default=100, help="lab test problems")
     parser.add_argument("--prefill", type=float, action="append", default=[], help="prefill router threshold (repeatable)")

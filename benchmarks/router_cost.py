@@ -11,7 +11,7 @@ reports how many of its calls paid for that prefill (the rest a cascade accepted
 
     python benchmarks/router_cost.py                     # shipped lab models, lab test split
     python benchmarks/router_cost.py --config my.yaml --data problems.jsonl --limit 20
-    python benchmarks/router_cost.py --config examples/lab_prefill.yaml --limit 40 --concurrency 1 --concurrency 16
+    python benchmarks/router_cost.py --config examples/lab.yaml --limit 40 --concurrency 1 --concurrency 16
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ def write(tmp_path, text: str):
 
 def test_default_config_runs_the_lab_models_offline():
     config = load_config(None)
-    assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router-features"
-    assert config.models.router.router_kind == "features"
+    assert config.models.draft.path == "lab:draft" and config.models.router.path == "lab:router-prefill"
+    assert config.models.router.router_kind == "target_prefill"
+    assert config.models == load_config(EXAMPLES / "lab.yaml").models  # the example is the default, spelled out
     assert config.separator == "\n\n" and config.policy.name == "arbitrage" and config.threshold == 0.5
     assert config.models.draft.trust_remote_code is False
 

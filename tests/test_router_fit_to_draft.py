@@ -30,7 +30,7 @@ def test_the_shipped_feature_router_records_the_lab_draft():
     router = FeatureRouter.load(LAB / "router-features")
     assert router.draft["path"] == "lab:draft"
     assert router.draft["fingerprint"] == model_identity(Config().models.draft)["fingerprint"]
-    config = Config()
+    config = router_config({"path": "lab:draft"})
     assert isinstance(load_model("router", config.models.router, config), FeatureRouter)
 
 
@@ -138,5 +138,5 @@ def test_a_run_whose_router_never_varies_warns_once(caplog):
         for index in range(12):
             assert solver.solve(f"p{index}", "q")["error"] is None
     assert caplog.text.count("never varies") == 1
-    assert "models.router.path='lab:router-features'" in caplog.text
+    assert f"models.router.path='{config.models.router.path}'" in caplog.text
     assert solver.context.router_watch.warned
