@@ -6,9 +6,8 @@ with the same lab model."""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.http_server import ModelServer
 from arbitrage.servers.openai_backend import HttpGenerator
 from arbitrage.servers.transformers_backend.loading import resolve_path
+from test_servers_wire import Canned
 
 pytestmark = pytest.mark.server
 
@@ -70,40 +70,14 @@ def test_arbitrage_serve_scores_as_the_in_process_model_and_keeps_the_session_ca
             assert results[problem] == pytest.approx(target.score_continuation(problem, steps, text), abs=1e-4)
 
 
-class StandIn:
-    """A loopback server answering POSTs with `respond(path, body)`; records the requests."""
-
-    def __init__(self, respond):
-        self.requests: list[tuple[str, dict]] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                stand_in.requests.append((self.path, body))
-                data = json.dumps(respond(self.path, body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+@contextmanager
+def stand_in(respond):
+    """A loopback server answering each POST with `respond(path, body)`, status 200."""
+    server = Canned(lambda path, body: (200, respond(path, body)))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def prompt_logprobs(model, ids: list[int]) -> list[float | None]:
@@ -122,12 +96,12 @@ def test_sglang_generate_with_logprob_start_len_scores_as_the_in_process_model(t
         return {"text": "", "meta_info": {"prompt_tokens": len(ids), "completion_tokens": 0,
                                           "input_token_logprobs": entries, "output_token_logprobs": []}}
 
-    with StandIn(respond) as server:
+    with stand_in(respond) as server:
         client = http_generator(server.url, "sglang")
         for problem, steps, text in cases():
             over_http = client.score_continuation(problem, steps, text, session=problem)
             assert over_http == pytest.approx(target.score_continuation(problem, steps, text), abs=1e-4)
-        path, body = server.requests[0]
+        path, body, _ = server.requests[0]
         problem, steps, text = cases()[0]
         prefix = len(target.tokenizer("Question: " + problem + "\nAnswer:\n" + "".join(s + SEP for s in steps))["input_ids"])
         assert set(body) == {"input_ids", "sampling_params", "return_logprob", "logprob_start_len"}
@@ -144,12 +118,12 @@ def test_vllm_echoed_prompt_logprobs_score_as_the_in_process_model(target):
         choice = {"index": 0, "text": "", "logprobs": logprobs, "finish_reason": "length", "stop_reason": None}
         return {"choices": [choice], "usage": {"prompt_tokens": len(values), "completion_tokens": 0}}
 
-    with StandIn(respond) as server:
+    with stand_in(respond) as server:
         client = http_generator(server.url, "vllm")
         for problem, steps, text in cases():
             over_http = client.score_continuation(problem, steps, text)
             assert over_http == pytest.approx(target.score_continuation(problem, steps, text), abs=1e-4)
-        _, body = server.requests[0]
+        _, body, _ = server.requests[0]
         assert body["echo"] is True and body["max_tokens"] == 0 and body["logprobs"] == 1
         assert isinstance(body["prompt"], list) and body["model"] == "lab-target"
 
@@ -159,13 +133,13 @@ def test_a_reply_that_scores_other_tokens_or_too_few_is_refused_by_name(target):
         ids, start = body["input_ids"], body["logprob_start_len"]
         return {"meta_info": {"input_token_logprobs": [[-0.1, ids[i] + 1, None] for i in range(start, len(ids))]}}
 
-    with StandIn(wrong_token) as server:
+    with stand_in(wrong_token) as server:
         with pytest.raises(BackendError, match=r"input_token_logprobs.0' scores token"):
             http_generator(server.url, "sglang").score_continuation("2 + 3?", [], "Add: 2 + 3 = 5.")
 
     def too_few(path, body):
         return {"choices": [{"logprobs": {"token_logprobs": [None, -0.5]}}]}
 
-    with StandIn(too_few) as server:
+    with stand_in(too_few) as server:
         with pytest.raises(BackendError, match="has 2 entries for a prompt of"):
             http_generator(server.url, "vllm").score_continuation("2 + 3?", [], "Add: 2 + 3 = 5.")

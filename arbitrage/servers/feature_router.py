@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple, Sequence
 from arbitrage.config import ConfigError, ModelConfig
 from arbitrage.protocols import RouterQuery
 from arbitrage.servers.checkpoint_fingerprint import path_fingerprint
+from arbitrage.servers.logistic import StandardizedLogistic
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +71,16 @@ def query_features(query: RouterQuery, names: Sequence[str] = FEATURES) -> list[
     return _features(query_signals(query), names)
 
 
-class FeatureRouter:
+class FeatureRouter(StandardizedLogistic):
     """Router protocol over named draft features; probability from a standardised logistic model."""
 
     def __init__(self, features: Sequence[str], mean: Sequence[float], scale: Sequence[float], coef: Sequence[float],
                  intercept: float, *, draft: dict | None = None):
-        unknown = [name for name in features if name not in FEATURE_FUNCTIONS]
-        if unknown or not features:
-            raise ValueError(f"feature router: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)}")
-        if not (len(features) == len(mean) == len(scale) == len(coef)):
-            raise ValueError(f"feature router: {len(features)} features but {len(mean)} means, {len(scale)} scales "
-                             f"and {len(coef)} coefficients")
-        self.features = tuple(features)
-        self.mean, self.scale, self.coef, self.intercept = list(mean), list(scale), list(coef), float(intercept)
+        super().__init__(features, mean, scale, coef, intercept, known=FEATURE_FUNCTIONS, what="feature router")
         self.draft = draft  # model_identity() of the draft it was fitted on; None: not recorded
 
     def probability(self, features: Sequence[float]) -> float:
-        z = self.intercept + sum(c * (x - m) / s for c, x, m, s in zip(self.coef, features, self.mean, self.scale))
-        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+        return self.logistic(features)
 
     def score(self, query: RouterQuery) -> float:
         return self.probability(query_features(query, self.features))
@@ -96,8 +89,7 @@ class FeatureRouter:
         return self.probability(row_features(row, self.features))
 
     def to_json(self) -> dict:
-        return {"kind": KIND, "features": list(self.features), "mean": self.mean, "scale": self.scale,
-                "coef": self.coef, "intercept": self.intercept, "draft": self.draft}
+        return {"kind": KIND, **self.weights_json(), "draft": self.draft}
 
     @classmethod
     def from_json(cls, payload: dict) -> "FeatureRouter":

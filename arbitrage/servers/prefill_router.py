@@ -39,6 +39,7 @@ from arbitrage.servers.feature_router import FEATURE_FUNCTIONS as DRAFT_FEATURES
 from arbitrage.servers.feature_router import (
     DraftSignals, FeatureRouter, check_fitted_on, check_router_draft, query_signals, row_signals,
 )
+from arbitrage.servers.logistic import StandardizedLogistic
 
 KIND = "arbitrage-target-prefill-router"
 WEIGHTS_FILE = "prefill_router.json"
@@ -113,28 +114,15 @@ def row_prefill_signals(row: dict) -> PrefillSignals:
 # --- the model --------------------------------------------------------------------------
 
 
-class PrefillModel:
+class PrefillModel(StandardizedLogistic):
     """A standardised logistic model over named prefill features."""
 
     def __init__(self, features: Sequence[str], mean: Sequence[float], scale: Sequence[float],
                  coef: Sequence[float], intercept: float):
-        unknown = [name for name in features if name not in PREFILL_FEATURES]
-        if unknown or not features:
-            raise ValueError(f"prefill router: unknown features {unknown or '(none given)'}; known: {', '.join(FEATURES)}")
-        if not (len(features) == len(mean) == len(scale) == len(coef)):
-            raise ValueError(f"prefill router: {len(features)} features but {len(mean)} means, {len(scale)} scales "
-                             f"and {len(coef)} coefficients")
-        self.features = tuple(features)
-        self.mean, self.scale, self.coef, self.intercept = list(mean), list(scale), list(coef), float(intercept)
+        super().__init__(features, mean, scale, coef, intercept, known=PREFILL_FEATURES, what="prefill router")
 
     def probability(self, signals: PrefillSignals) -> float:
-        values = features_of(signals, self.features)
-        z = self.intercept + sum(c * (x - m) / s for c, x, m, s in zip(self.coef, values, self.mean, self.scale))
-        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
-
-    def to_json(self) -> dict:
-        return {"features": list(self.features), "mean": self.mean, "scale": self.scale, "coef": self.coef,
-                "intercept": self.intercept}
+        return self.logistic(features_of(signals, self.features))
 
 
 # --- the router ---------------------------------------------------------------------------
@@ -191,7 +179,7 @@ def save_prefill_router(directory: str | Path, model: PrefillModel, *, label: st
                         training: dict | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"kind": KIND, "label": label, **model.to_json(),
+    payload = {"kind": KIND, "label": label, **model.weights_json(),
                "cascade": cascade.to_json() if cascade is not None else None,
                "draft": fitted_on.draft, "target": fitted_on.target, "training": training or {}}
     path = directory / WEIGHTS_FILE
