@@ -6,6 +6,7 @@
    run's (target: <= 15% more).
 
     python benchmarks/http_throughput.py                     # the shipped lab models, the config's policy
+                                                             # (its target-prefill router in-process)
     python benchmarks/http_throughput.py --policy rsd --limit 32 --json runs/bench/http.json
 
 Each role's server is its own process (`python -m arbitrage.servers.cli serve`) on a free
@@ -141,7 +142,10 @@ def main() -> None:
     config_path = work / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
-    roles = list(validate_config(config).required_models())
+    # A feature or target-prefill router runs in the run's process (the latter reading the
+    # served target); the other roles are served.
+    roles = [role for role, model in validate_config(config).required_models().items()
+             if not (role == "router" and model.router_kind != "classifier")]
     servers = {role: Served(config_path, role, work, args.threads) for role in roles}
     try:
         urls = {role: server.url() for role, server in servers.items()}
