@@ -89,6 +89,8 @@ def test_a_bad_choice_in_the_config_names_the_field_and_the_value(tmp_path, mode
         (["run", "--policy", "nope", "--problem", "x"], ["unknown policy 'nope'; choose one of arbitrage"]),
         (["run", "--dataset", "nope", "--data", "x.jsonl"], ["unknown dataset 'nope'"]),
         (["run", "--data", "missing.jsonl"], ["dataset file not found: missing.jsonl"]),
+        (["run", "--dataset", "gsm8k", "--output", "o"], ["--dataset gsm8k", "without --data the lab test split runs"]),
+        (["sweep", "--dataset", "math500", "--output", "o"], ["--dataset math500", "give --data"]),
         (["run", "--fields", "question", "--data", "x.jsonl"], ["field mapping item 'question'"]),
         (["graph", "--format", "gif"], ["unknown format 'gif'"]),
         (["sweep", "--policies", "nope", "--output", "o"], ["nope"]),

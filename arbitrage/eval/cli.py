@@ -30,6 +30,9 @@ def load_cli_problems(problem: Optional[str], data: Optional[str], dataset: str,
         if not problem.strip():
             fail("--problem is empty")
         return [Problem(id="problem-0", problem=problem, answer=None, dataset="cli", metadata={})]
+    if data is None and dataset not in ("auto", "lab"):
+        fail(f"--dataset {dataset} reads the file or dataset --data names; without --data the lab test split runs, "
+             "so give --data (e.g. --data gsm8k or --data problems.jsonl)")
     try:
         loaded = load_problems(
             data if data is not None else "test",
