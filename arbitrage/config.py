@@ -274,7 +274,8 @@ class ModelConfig(_Strict):
     model: str | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, description="resends of a request after a 5xx or an unreachable server (each "
+                             "waiting up to servers.wait_s for /health); 0: the first failure is final, with no wait")
     # Which server speaks at base_url: its dialect in servers/wire/ (one name per entry of DIALECTS there);
     # `openai` is any other OpenAI-compatible server (llama.cpp, Ollama, LM Studio, TGI, ...).
     api: Literal["sglang", "vllm", "arbitrage", "openai"] = "sglang"
