@@ -143,3 +143,27 @@ def test_a_reply_that_scores_other_tokens_or_too_few_is_refused_by_name(target):
     with stand_in(too_few) as server:
         with pytest.raises(BackendError, match="has 2 entries for a prompt of"):
             http_generator(server.url, "vllm").score_continuation("2 + 3?", [], "Add: 2 + 3 = 5.")
+
+
+@pytest.mark.slow
+def test_the_default_router_reading_a_served_target_solves_as_in_process(tmp_path):
+    """The target-prefill router stays in the run's process; with the target behind
+    `arbitrage serve` every prefill goes over HTTP and the solutions are the in-process ones."""
+    from arbitrage.eval.datasets import load_problems
+    from arbitrage.eval.run import read_results, run_batch
+
+    problems = load_problems("test", dataset="lab", limit=6).problems
+    local = Config()
+    served = load_models(local, roles=("target",)).target
+    with ModelServer("target", served, config=local) as server:
+        data = local.model_dump()
+        data["models"]["target"].update(backend="openai", api="arbitrage", base_url=server.url)
+        remote = validate_config(data)
+        run_batch(remote, problems, tmp_path / "http", progress=False)
+        assert sum(server.batcher.batch_sizes) > 0
+    run_batch(local, problems, tmp_path / "local", progress=False)
+    over_http, in_process = read_results(tmp_path / "http" / "results.jsonl"), read_results(tmp_path / "local" / "results.jsonl")
+    assert all(record["error"] is None for record in over_http + in_process)
+    assert [[s["text"] for s in r["steps"]] for r in over_http] == [[s["text"] for s in r["steps"]] for r in in_process]
+    prefills = sum(r["counters"]["router_prefill_calls"] for r in over_http)
+    assert prefills == sum(len(r["steps"]) for r in over_http) > 0
