@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from arbitrage.eval.plots import plot_accuracy_vs_call_rate, plot_accuracy_vs_latency, plot_time_by_node
 from arbitrage.eval.run import RESULTS_FILE, read_results
 from arbitrage.eval.sweep import SWEEP_FILE, read_runs
-from arbitrage.eval.tradeoff import analyze, run_latency
+from arbitrage.eval.tradeoff import analyze, run_latency, split_curve_label
 from arbitrage.eval.traces import TRACE_CSS, choose_trace_run, render_traces
 
 REPORT_FILE = "report.html"
@@ -36,7 +36,7 @@ POLICY_TITLES = {"arbitrage": "Arbitrage", "rsd": "RSD", "target_only": "target-
 
 def curve_title(label: str) -> str:
     """`arbitrage` -> Arbitrage; `arbitrage@features` -> Arbitrage (router features)."""
-    policy, _, router = label.partition("@")
+    policy, router = split_curve_label(label)
     title = POLICY_TITLES.get(policy, policy)
     return f"{title} (router {router})" if router else title
 

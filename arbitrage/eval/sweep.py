@@ -28,7 +28,7 @@ from rich.console import Console
 from arbitrage.config import Config, ConfigError
 from arbitrage.eval.audit import audited_after_run
 from arbitrage.eval.run import CONFIG_FILE, SUMMARY_FILE, ProblemLike, run_batch
-from arbitrage.eval.tradeoff import curve_label
+from arbitrage.eval.tradeoff import curve_label, split_curve_label
 from arbitrage.policies import POLICY_NAMES, get_policy
 from arbitrage.servers.factory import ModelSet, load_model, load_models
 
@@ -55,8 +55,9 @@ class PlannedRun:
 
 
 def split_label(label: str) -> tuple[str, str | None]:
-    """`arbitrage@NAME` -> ("arbitrage", "NAME"); a plain policy name -> (name, None)."""
-    policy, _, router = label.partition("@")
+    """A swept label split as `split_curve_label` does, checked: a known policy, and a router
+    only after a policy that reads one."""
+    policy, router = split_curve_label(label)
     if policy not in POLICY_NAMES:
         raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}")
     if not router:
@@ -308,7 +309,7 @@ def _row_from_run_dir(root: Path, run_dir: Path, *, name: str) -> dict:
     relative = "." if run_dir == root else str(run_dir.relative_to(root))
     # A run of one of the config's named routers has that router in place of models.router.
     router = next((n for n, cfg in config.routers.items() if cfg == config.models.router), None)
-    if not get_policy(config.policy.name).decider == "router":
+    if get_policy(config.policy.name).decider != "router":
         router = None
     return {"name": name, "policy": config.policy.name, "threshold": config.threshold, "router": router,
             "run_dir": relative, "summary": summary}

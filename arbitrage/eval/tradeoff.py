@@ -85,8 +85,14 @@ def curve_label(row: dict) -> str:
     return row["policy"] if not row.get("router") else f"{row['policy']}@{row['router']}"
 
 
+def split_curve_label(label: str) -> tuple[str, str | None]:
+    """`policy@router` -> (policy, router); a plain policy name -> (name, None)."""
+    policy, _, router = label.partition("@")
+    return policy, router or None
+
+
 def curve_policy(label: str) -> str:
-    return label.partition("@")[0]
+    return split_curve_label(label)[0]
 
 
 def pareto_frontier(points: Sequence[Sequence]) -> list:
