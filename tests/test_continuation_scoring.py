@@ -15,8 +15,8 @@ from arbitrage.config import Config, ModelConfig, PromptConfig
 from arbitrage.protocols import ContinuationScorer
 from arbitrage.protocols import ContinuationRequest
 from arbitrage.servers.inprocess_batching import BatchingGenerator
+from arbitrage.servers.token_prompts import prefix_ids
 from arbitrage.servers.transformers_backend import load_generator
-from arbitrage.servers.transformers_backend.prompting import prefix_ids
 
 CONFIG = Config()
 PROMPT = PromptConfig(template="Q: {problem}\nA:\n")

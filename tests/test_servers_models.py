@@ -12,8 +12,8 @@ from arbitrage.protocols import AnnotatedStep, RouterQuery, StepOutput
 from arbitrage.servers.http_server import ModelServer
 from arbitrage.servers.openai_backend import HttpGenerator, HttpPRM, HttpRouter
 from arbitrage.servers.prompting import PrefixRenderer
+from arbitrage.servers.token_prompts import prefix_ids
 from arbitrage.servers.transformers_backend import load_generator, load_prm, load_router
-from arbitrage.servers.transformers_backend.prompting import prefix_ids
 from test_servers_wire import Canned
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -14,11 +14,11 @@ from arbitrage.config import Config, ConfigError, ModelConfig, PromptConfig, Sam
 from arbitrage.protocols import PRM, AnnotatedStep, last_step_reward, Generator, Router, RouterQuery, SamplingParams, StepOutput
 from arbitrage.servers.router_input import format_router_input
 from arbitrage.servers.factory import load_models
+from arbitrage.servers.token_prompts import prefix_ids, prefix_text
 from arbitrage.servers.transformers_backend import ModelLoadError, load_generator, load_prm, load_router
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
 from arbitrage.servers.transformers_backend.loading import cached_count, load_model
 from arbitrage.servers.transformers_backend.prm import skywork_input_ids
-from arbitrage.servers.transformers_backend.prompting import prefix_ids, prefix_text
 from arbitrage.servers.transformers_backend.router import escalation_probability
 
 CONFIG = Config()

@@ -20,13 +20,13 @@ from arbitrage.config import Config, Limits, ModelConfig, PromptConfig
 from arbitrage.eval.run import read_results, run_batch
 from arbitrage.protocols import AnnotatedStep, RouterQuery, SamplingParams, StepOutput, StepRequest, last_step_reward
 from arbitrage.servers.factory import ModelSet
+from arbitrage.servers.token_prompts import prefix_ids
 from arbitrage.servers.transformers_backend.batch_cache import cache_argument, length_groups, padded_forward
 from arbitrage.servers.transformers_backend.growing_cache import GrowingLayer, new_cache
 from arbitrage.servers.inprocess_batching import BatchingGenerator, BatchingPRM, BatchingRouter, batching, wrap_batching
 from arbitrage.servers.transformers_backend import load_generator, load_prm, load_router
 from arbitrage.servers.transformers_backend.generator import TransformersGenerator
 from arbitrage.servers.transformers_backend.prm import SkyworkPRM, skywork_input_ids
-from arbitrage.servers.transformers_backend.prompting import prefix_ids
 from arbitrage.servers.transformers_backend.step_stop import StepStopper
 
 CONFIG = Config()

@@ -23,7 +23,7 @@ from typing import AsyncIterator, Iterator
 from arbitrage.config import Config, ConfigError
 from arbitrage.servers.factory import ModelSet, load_models
 from arbitrage.servers.inprocess_batching import close_batching, wrap_batching
-from arbitrage.servers.transformers_backend.prompting import prefix_ids
+from arbitrage.servers.token_prompts import prefix_ids
 from arbitrage.solver import Solver
 
 

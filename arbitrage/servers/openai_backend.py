@@ -14,7 +14,7 @@ from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams
 from arbitrage.servers.http_client import BackendError, JsonHttpClient
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.prompting import PrefixRenderer, chat_messages, load_tokenizer
-from arbitrage.servers.transformers_backend.prompting import continuation_tokens
+from arbitrage.servers.token_prompts import continuation_tokens
 from arbitrage.servers.wire import dialect_for
 
 log = logging.getLogger(__name__)

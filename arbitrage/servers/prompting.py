@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from arbitrage.config import ConfigError, ModelConfig, PromptConfig
+from arbitrage.servers.token_prompts import render_prompt
 
 
 def load_tokenizer(model_cfg: ModelConfig, where: str):
@@ -73,8 +74,6 @@ class PrefixRenderer:
         if self.prompt.format == "raw" or self.tokenizer is None:
             return self.prompt.render(problem)
         # The same rendering as the in-process generator.
-        from arbitrage.servers.transformers_backend.prompting import render_prompt
-
         return strip_added_bos(self.tokenizer, render_prompt(self.tokenizer, self.prompt, problem))
 
     def render(self, problem: str, steps: Sequence[str]) -> str:

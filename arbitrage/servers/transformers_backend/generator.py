@@ -22,12 +22,12 @@ from typing import Sequence
 from arbitrage.config import ModelConfig
 from arbitrage.protocols import ContinuationRequest, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.prompt_limit import model_context_length
+from arbitrage.servers.token_prompts import continuation_tokens, prefix_ids
 from arbitrage.servers.transformers_backend.batch_cache import supports_row_surgery
 from arbitrage.servers.transformers_backend.continuation import ScoredRow, score_rows
 from arbitrage.servers.transformers_backend.decoding import Row, choose_token, decode_rows, seeded_rng
 from arbitrage.servers.transformers_backend.kv_reuse import PrefixCacheStore
 from arbitrage.servers.transformers_backend.loading import LoadedModel, accepts_logits_to_keep
-from arbitrage.servers.transformers_backend.prompting import continuation_tokens, prefix_ids
 from arbitrage.servers.transformers_backend.step_stop import StepStopper
 
 __all__ = ["TransformersGenerator", "choose_token", "eos_token_ids"]

@@ -28,7 +28,7 @@ from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.prompting import parse_raw_prefix
-from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
+from arbitrage.servers.token_prompts import ContinuationTokens
 from arbitrage.servers.wire.completions import decode_completion_options
 from arbitrage.servers.wire.dialect import Call, Dialect
 from arbitrage.servers.wire.fields import (

@@ -11,7 +11,7 @@ from arbitrage.config import ModelConfig
 from arbitrage.protocols import ContinuationRequest, RouterQuery, SamplingParams, StepOutput, StepRequest
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
-from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
+from arbitrage.servers.token_prompts import ContinuationTokens
 from arbitrage.servers.wire import judge
 from arbitrage.servers.wire.call import Call
 from arbitrage.servers.wire.completions import (

@@ -36,7 +36,7 @@ from arbitrage.protocols import ContinuationRequest, RouterQuery
 from arbitrage.servers.http_client import BackendError
 from arbitrage.servers.prm_input import PrmInput
 from arbitrage.servers.router_input import format_router_input
-from arbitrage.servers.transformers_backend.prompting import ContinuationTokens
+from arbitrage.servers.token_prompts import ContinuationTokens
 from arbitrage.servers.wire.dialect import Call, Dialect
 from arbitrage.servers.wire.fields import finite_numbers, is_kind, reply_field, short
 from arbitrage.servers.wire.scores import probability

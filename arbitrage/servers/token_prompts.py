@@ -1,6 +1,6 @@
-"""The token ids a generator continues: rendered prompt plus the accepted steps.
-
-Kept apart from the decode loop so training code can build exactly the same inputs.
+"""The token ids a model continues: rendered prompt plus the accepted steps, and the ids
+`score_continuation` feeds. Tokenizer-only, so the in-process backend, the HTTP client
+(which sends sglang and vLLM these ids) and the agents build exactly the same inputs.
 """
 
 from __future__ import annotations
