@@ -1,6 +1,6 @@
 """Fingerprints of local checkpoints: which weights stand behind a path, so a run
 directory is never resumed with other weights (eval/checkpoint_fingerprint.py) and a
-feature router knows the draft it was fitted on (servers/feature_router.py).
+fitted router knows the models it was fitted on (`check_fitted_on`, servers/feature_router.py).
 
 A file's fingerprint hashes its size and its first and last MiB: any retraining rewrites
 the safetensors header's neighbourhood and the tensors at both ends, and a multi-GB
